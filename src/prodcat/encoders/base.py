@@ -1,0 +1,260 @@
+"""What every encoder is: a name, a modality, an output width, a version and `encode`.
+
+The version string keys the on-disk feature cache, so it must name everything that can change the
+numbers an encoder returns: the weights (by content hash, not file name), the input resolution, the
+preprocessing, the runtime (ONNX opset or the torch reference) and a code revision bumped by hand
+when the code itself changes its output. Two encoders with equal versions must give equal features.
+
+Nothing here imports torch: the prediction path runs on ONNX Runtime alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+import numpy as np
+from PIL import Image
+
+from prodcat.images import normalise, to_rgb, to_square_array
+
+if TYPE_CHECKING:
+    import onnxruntime
+    import scipy.sparse
+
+Modality: TypeAlias = Literal["image", "text"]
+Backend: TypeAlias = Literal["onnx", "torch"]
+BACKENDS: tuple[Backend, ...] = ("onnx", "torch")
+EncoderOutput: TypeAlias = "np.ndarray | scipy.sparse.csr_matrix"
+
+# (resolved path, mtime_ns, size) -> sha256 hex; hashing a 90 MB weight file takes ~0.2 s, and
+# every encoder built in a process asks for its version, so each file is hashed once.
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+_SHA_LOCK = threading.Lock()
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's content, memoised per (path, mtime, size).
+
+    Keyed on mtime and size as well as the path so that a reinstalled package with new weights at
+    the same path is hashed again instead of reusing a stale digest.
+    """
+    path = Path(path).resolve()
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"the weight file {path} does not exist; reinstall the package that provides it"
+        ) from None
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    with _SHA_LOCK:
+        cached = _SHA_CACHE.get(key)
+    if cached is not None:
+        return cached
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    hex_digest = digest.hexdigest()
+    with _SHA_LOCK:
+        _SHA_CACHE[key] = hex_digest
+    return hex_digest
+
+
+def short_hash(text: str, length: int = 12) -> str:
+    """A short, stable hex digest of a string (file names, version suffixes)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def check_backend(backend: str) -> Backend:
+    """Validate a `backend` option, naming the accepted values on failure."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not supported; expected one of {list(BACKENDS)}")
+    return backend
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Validate an integer option such as `batch_size`; bools and floats are refused."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name}={value!r} is not valid; expected a positive integer")
+    return int(value)
+
+
+def resolve_threads(threads: int | None) -> int:
+    """The ONNX Runtime intra-op thread count: the given one, else every core of the machine."""
+    if threads is None:
+        return max(1, os.cpu_count() or 1)
+    return check_positive_int("threads", threads)
+
+
+def onnx_session(path: Path, threads: int) -> onnxruntime.InferenceSession:
+    """Open an ONNX model on the CPU with a fixed thread count.
+
+    One intra-op pool and sequential execution: the encoders are single chains of layers, so
+    inter-op parallelism only adds threads that compete for the same cores.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: warnings about unused initialisers are noise
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def open_or_export(
+    path: Path,
+    *,
+    threads: int,
+    expected_metadata: Mapping[str, str],
+    export: Callable[[Path], object],
+) -> onnxruntime.InferenceSession:
+    """Open an exported encoder, exporting it first when the file is absent or unusable.
+
+    The file name already carries a hash of the encoder's version; the metadata check catches a
+    file copied or renamed by hand. An unreadable file (e.g. written by a tool that is not atomic)
+    is replaced rather than failing every later prediction.
+    """
+    if path.exists():
+        try:
+            return _checked_session(path, threads, expected_metadata)
+        except Exception as exc:  # ORT raises its own exception types for a corrupt file
+            warnings.warn(
+                f"the ONNX file {path} cannot be used ({exc}); exporting it again",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    export(path)
+    return _checked_session(path, threads, expected_metadata)
+
+
+def _checked_session(
+    path: Path, threads: int, expected: Mapping[str, str]
+) -> onnxruntime.InferenceSession:
+    """Open `path` and compare its metadata_props with what this encoder expects."""
+    session = onnx_session(path, threads)
+    meta = session.get_modelmeta().custom_metadata_map
+    found = {key: meta.get(key) for key in expected}
+    if found != dict(expected):
+        raise ValueError(f"its metadata {found} does not match the expected {dict(expected)}")
+    return session
+
+
+def batches(count: int, batch_size: int) -> list[slice]:
+    """Consecutive slices of at most `batch_size` covering range(count)."""
+    return [slice(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
+
+
+class Encoder(ABC):
+    """A named function from images or titles to feature vectors, plus the version that keys caches.
+
+    Subclasses set `name` and `modality` and implement `dim`, `version` and `encode`.
+    """
+
+    name: str
+    modality: Modality
+    # Items per network call; callers that batch on their own (the feature cache) follow it.
+    batch_size: int = 1024
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Width of a feature vector."""
+
+    @property
+    @abstractmethod
+    def version(self) -> str:
+        """Changes whenever the encoder's outputs could change; keys the feature cache."""
+
+    @abstractmethod
+    def encode(self, items: Sequence[Any]) -> EncoderOutput:
+        """float32 (N, dim) features for N items, in order."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, version={self.version!r})"
+
+
+class TextEncoder(Encoder):
+    """An encoder of product titles."""
+
+    modality: Modality = "text"
+
+    @staticmethod
+    def check_texts(texts: Sequence[str]) -> list[str]:
+        """Refuse a lone string (it is a Sequence[str] of characters) and non-string items."""
+        if isinstance(texts, str | bytes):
+            raise TypeError(
+                "expected a sequence of titles, got a single string; wrap it in a list: [title]"
+            )
+        out = list(texts)
+        for index, text in enumerate(out):
+            if not isinstance(text, str):
+                raise TypeError(
+                    f"title {index} is a {type(text).__name__}, expected str; replace missing "
+                    "titles with '' before encoding"
+                )
+        return out
+
+
+class ImageEncoder(Encoder):
+    """An encoder of product photos with its own resolution and pixel normalisation.
+
+    Preprocessing (`preprocess`) and the network (`encode_arrays`) are separate so that decoding and
+    resizing can run in worker threads while the network sees full batches.
+    """
+
+    modality: Modality = "image"
+    size: int
+    mean: float
+    std: float
+
+    @property
+    def draft_size(self) -> int:
+        """Hint for `images.read_image(draft_size=...)`: JPEG decoding may skip finer detail."""
+        return self.size
+
+    def preprocess(self, img: Image.Image) -> np.ndarray:
+        """Decoded image -> uint8 (size, size, 3): padded to a square on white, then resized."""
+        if not isinstance(img, Image.Image):
+            raise TypeError(
+                f"expected a PIL.Image.Image, got {type(img).__name__}; decode files with "
+                "prodcat.images.load_image or read_image first"
+            )
+        if img.mode != "RGB":
+            img = to_rgb(img)
+        return to_square_array(img, self.size)
+
+    def encode(self, items: Sequence[Image.Image]) -> np.ndarray:
+        """float32 (N, dim) features for N decoded images."""
+        arrays = [self.preprocess(img) for img in items]
+        if not arrays:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.encode_arrays(np.stack(arrays))
+
+    def check_arrays(self, batch: np.ndarray) -> np.ndarray:
+        """Validate a preprocessed batch: uint8 (N, size, size, 3)."""
+        expected = f"a uint8 array of shape (N, {self.size}, {self.size}, 3) from preprocess()"
+        if not isinstance(batch, np.ndarray):
+            raise TypeError(f"expected {expected}, got {type(batch).__name__}")
+        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (self.size,) * 2 + (3,):
+            raise ValueError(
+                f"expected {expected}, got dtype {batch.dtype} and shape {batch.shape}; "
+                f"this encoder runs at {self.size} px"
+            )
+        return batch
+
+    def normalise(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 NHWC -> float32 NCHW with this encoder's mean and std."""
+        return normalise(batch, self.mean, self.std)
+
+    @abstractmethod
+    def encode_arrays(self, batch: np.ndarray) -> np.ndarray:
+        """float32 (N, dim) features for a uint8 (N, size, size, 3) batch from `preprocess`."""

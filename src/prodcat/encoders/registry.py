@@ -1,0 +1,204 @@
+"""Encoders by name, so configs, the CLI and benchmarks can say "effnet-lite0" or "tfidf".
+
+The built-in factories import their modules only when called: listing encoders or building the
+text ones never loads onnxruntime, and nothing here ever loads torch.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .base import Encoder, Modality
+
+MODALITIES: tuple[Modality, ...] = ("image", "text")
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What `list_encoders` tells about a registered encoder."""
+
+    name: str
+    modality: Modality
+    description: str
+
+
+@dataclass(frozen=True)
+class _Entry:
+    info: EncoderInfo
+    factory: Callable[..., Encoder]
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register(
+    name: str, factory: Callable[..., Encoder], *, modality: str, description: str
+) -> None:
+    """Make `get_encoder(name, **options)` call `factory(**options)`.
+
+    Registering a name twice is an error rather than a silent override: two plugins claiming
+    "tfidf" would otherwise make results depend on import order.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"an encoder name must be a non-empty string, got {name!r}")
+    if modality not in MODALITIES:
+        raise ValueError(f"modality={modality!r} is not valid; expected one of {list(MODALITIES)}")
+    if not callable(factory):
+        raise TypeError(f"factory for {name!r} must be callable, got {type(factory).__name__}")
+    if name in _REGISTRY:
+        raise ValueError(
+            f"an encoder named {name!r} is already registered; choose another name "
+            "or unregister the existing one first"
+        )
+    info = EncoderInfo(name=name, modality=modality, description=description)
+    _REGISTRY[name] = _Entry(info=info, factory=factory)
+
+
+def unregister(name: str) -> None:
+    """Remove a registered encoder (tests and plugins that replace one)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"no encoder named {name!r} is registered; known: {_known()}")
+    del _REGISTRY[name]
+
+
+def get_encoder(name: str, **options: Any) -> Encoder:
+    """Build the encoder registered as `name` with the given options (e.g. size=160)."""
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        raise ValueError(f"unknown encoder {name!r}; known encoders: {_known()}")
+    _check_options(name, entry.factory, options)
+    return entry.factory(**options)
+
+
+def list_encoders() -> list[EncoderInfo]:
+    """Every registered encoder, sorted by modality then name."""
+    return sorted((e.info for e in _REGISTRY.values()), key=lambda i: (i.modality, i.name))
+
+
+def _known() -> str:
+    return ", ".join(sorted(_REGISTRY)) or "(none)"
+
+
+def _check_options(name: str, factory: Callable[..., Encoder], options: dict[str, Any]) -> None:
+    """Reject unknown options with the accepted ones named, instead of a bare TypeError."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # builtins without a signature: let the call decide
+        return
+    params = signature.parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    accepted = sorted(
+        p.name
+        for p in params
+        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    )
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"encoder {name!r} does not take the option(s) {unknown}; "
+            f"it accepts: {', '.join(accepted) or '(no options)'}"
+        )
+
+
+# -- built-in encoders -------------------------------------------------------------------------
+
+
+def _effnet_factory(variant: str) -> Callable[..., Encoder]:
+    def build(
+        *,
+        size: int | None = None,
+        onnx_dir: Any = None,
+        threads: int | None = None,
+        batch_size: int = 32,
+        backend: str = "onnx",
+    ) -> Encoder:
+        from .image import EfficientNetLiteEncoder
+
+        return EfficientNetLiteEncoder(
+            variant,
+            size=size,
+            onnx_dir=onnx_dir,
+            threads=threads,
+            batch_size=batch_size,
+            backend=backend,  # type: ignore[arg-type]
+        )
+
+    return build
+
+
+def _sparse_factory(kind: str) -> Callable[..., Encoder]:
+    def build(
+        *,
+        ngram_range: tuple[int, int] | None = None,
+        min_df: float = 1,
+        token_pattern: str | None = None,
+        lowercase: bool = True,
+    ) -> Encoder:
+        from .text import TOKEN_PATTERN, BowEncoder, TfidfEncoder
+
+        cls = BowEncoder if kind == "bow" else TfidfEncoder
+        return cls(
+            ngram_range=ngram_range,
+            min_df=min_df,
+            token_pattern=TOKEN_PATTERN if token_pattern is None else token_pattern,
+            lowercase=lowercase,
+        )
+
+    return build
+
+
+def _minilm(
+    *,
+    onnx_dir: Any = None,
+    threads: int | None = None,
+    batch_size: int = 64,
+    backend: str = "onnx",
+) -> Encoder:
+    from .text import MiniLMEncoder
+
+    return MiniLMEncoder(
+        onnx_dir=onnx_dir,
+        threads=threads,
+        batch_size=batch_size,
+        backend=backend,  # type: ignore[arg-type]
+    )
+
+
+def _register_builtins() -> None:
+    register(
+        "effnet-lite0",
+        _effnet_factory("effnet-lite0"),
+        modality="image",
+        description="EfficientNet-Lite0 ImageNet features, 1280-d, 224 px (option size), ONNX",
+    )
+    register(
+        "effnet-lite2",
+        _effnet_factory("effnet-lite2"),
+        modality="image",
+        description="EfficientNet-Lite2 ImageNet features, 1280-d, 260 px (option size), ONNX",
+    )
+    register(
+        "bow",
+        _sparse_factory("bow"),
+        modality="text",
+        description="binary bag of words fitted on training titles, sparse",
+    )
+    register(
+        "tfidf",
+        _sparse_factory("tfidf"),
+        modality="text",
+        description="TF-IDF of words and word pairs fitted on training titles, sparse",
+    )
+    register(
+        "minilm",
+        _minilm,
+        modality="text",
+        description="all-MiniLM-L6-v2 sentence embeddings, 384-d, L2-normalised, ONNX",
+    )
+
+
+_register_builtins()
