@@ -24,7 +24,11 @@ from prodcat.catalogue import (
 )
 from prodcat.encoders.registry import get_encoder, list_encoders
 from prodcat.features import encode_products
+from prodcat.model import Model, ModelError, Prediction
+from prodcat.predictions import write_predictions
+from prodcat.report import write_report
 from prodcat.split import split_catalogue
+from prodcat.train import TrainOptions, TrainResult, evaluate_products, train
 
 app = typer.Typer(
     help="prodcat: put products into the categories of a taxonomy from a photo and a title.",
@@ -154,6 +158,222 @@ def _encode_report(cat: Catalogue, encoder_names: list[str], cache: FeatureCache
     out.print(f"cache: {cache.root}")
 
 
+ModelKindOpt = Annotated[
+    str, typer.Option("--model", help="fusion (photo + title), text or image.")
+]
+
+
+@app.command("train")
+def train_cmd(
+    catalogue: Annotated[Path, typer.Argument(help="Labelled catalogue to learn from.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
+    model: ModelKindOpt = "fusion",
+    image_encoder: Annotated[str, typer.Option(help="effnet-lite0 or effnet-lite2.")] = (
+        "effnet-lite0"
+    ),
+    text_encoder: Annotated[
+        str | None, typer.Option(help="bow, tfidf (text model) or minilm (fusion).")
+    ] = None,
+    top_classes: Annotated[int | None, typer.Option(help="Learn the N largest classes.")] = None,
+    min_class_count: Annotated[
+        int | None, typer.Option(help="Learn classes with at least N training products (5).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    report: Annotated[Path | None, typer.Option(help="Also write the HTML report here.")] = None,
+    cache_dir: CacheDir = None,
+    id_column: IdColumn = "id",
+    text_column: TextColumns = None,
+    image_column: ImageColumn = "image",
+    label_column: LabelColumn = "category",
+    label_columns: LabelColumns = None,
+    separator: Separator = ">",
+) -> None:
+    """Train a classifier; prints the validation and test figures and saves the model."""
+    mapping = _mapping(id_column, text_column, image_column, label_column, label_columns, separator)
+    try:
+        options = TrainOptions(
+            model=model,  # type: ignore[arg-type]
+            image_encoder=image_encoder,
+            text_encoder=text_encoder,
+            top_classes=top_classes,
+            min_class_count=min_class_count,
+            seed=seed,
+        )
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    cat = _load(catalogue, mapping)
+    result = _train(cat, options, FeatureCache(cache_dir))
+    result.model.save(out_dir)
+    out.print(f"model: {out_dir}")
+    if report is not None:
+        _write_report(result, report)
+
+
+def _train(cat: Catalogue, options: TrainOptions, cache: FeatureCache) -> TrainResult:
+    try:
+        result = train(cat, options, cache=cache)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    parts = ", ".join(f"{k} {len(v):,}" for k, v in result.parts.items())
+    out.print(f"split: {parts}")
+    if result.excluded:
+        left_out = sum(result.excluded.values())
+        out.print(
+            f"left out of training: {len(result.excluded)} classes, {left_out:,} products "
+            f"(below the class-size floor): {', '.join(list(result.excluded)[:8])}"
+            + (" ..." if len(result.excluded) > 8 else "")
+        )
+    out.print(_figures_table(result))
+    return result
+
+
+def _figures_table(result: TrainResult) -> Table:
+    table = Table(title="figures", title_justify="left")
+    for column in ("part", "accuracy", "macro-F1", "top-3", "per level", "in class", "out"):
+        table.add_column(column, justify="left" if column == "part" else "right")
+    for name, metrics in (("validation", result.validation), ("test", result.test)):
+        table.add_row(
+            name,
+            f"{metrics['accuracy']:.2%}",
+            f"{metrics['macro_f1']:.3f}",
+            f"{metrics['top3_accuracy']:.2%}",
+            " / ".join(f"{a:.1%}" for a in metrics["level_accuracy"]),
+            f"{metrics['n_in_class']:,}",
+            f"{metrics['n_out_of_class']:,}",
+        )
+    return table
+
+
+def _write_report(result: TrainResult, folder: Path) -> Path:
+    model = result.model
+    info = {
+        "head": model.head.name,
+        "image encoder": model.image_encoder or "-",
+        "text encoder": model.options.get("text_encoder", "-"),
+        "classes": len(model.classes),
+        "training products": model.figures.get("n_train"),
+        "validation accuracy": f"{result.validation['accuracy']:.2%}",
+        "seconds (encode / fit)": " / ".join(
+            f"{result.seconds.get(k, 0):.1f}" for k in ("encode", "fit")
+        ),
+    }
+    selection = getattr(model.head, "validation_report_", {}) or {}
+    path = write_report(
+        folder,
+        title=f"prodcat {model.head.name} model: test part",
+        metrics=result.test,
+        model_info=info,
+        model_selection=selection.get("trials"),
+    )
+    out.print(f"report: {path}")
+    return path
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model_dir: Annotated[Path, typer.Argument(help="Model directory from prodcat train.")],
+    catalogue: Annotated[Path, typer.Argument(help="Labelled catalogue to measure on.")],
+    part: Annotated[
+        str, typer.Option(help="all, train, validation or test part of the catalogue.")
+    ] = "all",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures here.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the HTML report here.")] = None,
+    cache_dir: CacheDir = None,
+    id_column: IdColumn = "id",
+    text_column: TextColumns = None,
+    image_column: ImageColumn = "image",
+    label_column: LabelColumn = "category",
+    label_columns: LabelColumns = None,
+    separator: Separator = ">",
+) -> None:
+    """Measure a model on a labelled catalogue: accuracy, macro-F1, per level, out-of-class."""
+    mapping = _mapping(id_column, text_column, image_column, label_column, label_columns, separator)
+    loaded = _load_model(model_dir)
+    cat = _load(catalogue, mapping)
+    products = [p for p in cat.products if p.label]
+    if part != "all":
+        parts = split_catalogue(products)
+        if part not in parts:
+            err.print(f"[red]error:[/red] --part {part!r}; expected all, {', '.join(parts)}")
+            raise typer.Exit(2)
+        products = parts[part]
+    inputs, _ = loaded.encode(products, FeatureCache(cache_dir))
+    metrics = evaluate_products(loaded, products, loaded.predict_proba(inputs))
+    table = Table("figure", "value", title=f"{model_dir} on {catalogue} ({part})")
+    for key in ("accuracy", "macro_f1", "top3_accuracy", "n_in_class", "n_out_of_class"):
+        value = metrics[key]
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else f"{value:,}")
+    table.add_row("level_accuracy", " / ".join(f"{a:.4f}" for a in metrics["level_accuracy"]))
+    out.print(table)
+    if json_out is not None:
+        json_out.write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
+    if report is not None:
+        path = write_report(
+            report,
+            title=f"prodcat evaluation: {catalogue.name} ({part})",
+            metrics=metrics,
+            model_info={"model": str(model_dir), "head": loaded.head.name, **loaded.figures},
+        )
+        out.print(f"report: {path}")
+
+
+@app.command("predict")
+def predict_cmd(
+    model_dir: Annotated[Path, typer.Argument(help="Model directory from prodcat train.")],
+    catalogue: Annotated[Path, typer.Argument(help="Products to label (labels not needed).")],
+    out_file: Annotated[Path, typer.Option("--out", help="Predictions file: .csv or .jsonl.")],
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(help="Back off to the deepest ancestor at least this probable."),
+    ] = None,
+    cache_dir: CacheDir = None,
+    id_column: IdColumn = "id",
+    text_column: TextColumns = None,
+    image_column: ImageColumn = "image",
+    label_column: LabelColumn = "category",
+    label_columns: LabelColumns = None,
+    separator: Separator = ">",
+) -> None:
+    """Label products from a file; rows that cannot be read get an error, the batch goes on."""
+    if out_file.suffix.lower() not in (".csv", ".jsonl"):
+        err.print(f"[red]error:[/red] --out {out_file}: expected a .csv or .jsonl file name")
+        raise typer.Exit(2)
+    mapping = _mapping(id_column, text_column, image_column, label_column, label_columns, separator)
+    loaded = _load_model(model_dir)
+    cat = _load(catalogue, mapping)
+    inputs, errors = loaded.encode(cat.products, FeatureCache(cache_dir))
+    proba = loaded.predict_proba(inputs)
+    answers = loaded.predictions(
+        [p.id for p in cat.products], proba, min_confidence=min_confidence, errors=errors
+    )
+    rejected = [
+        Prediction(
+            id=pr.id or f"line {pr.row}",
+            category="",
+            probability=0.0,
+            level_probabilities=[],
+            top=[],
+            error=pr.message,
+        )
+        for pr in cat.rejected
+    ]
+    write_predictions(out_file, answers + rejected)
+    out.print(
+        f"{len(answers):,} products labelled, {len(rejected):,} rows rejected "
+        f"({len(errors):,} answered without their photo): {out_file}"
+    )
+
+
+def _load_model(model_dir: Path) -> Model:
+    try:
+        return Model.load(model_dir)
+    except ModelError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
 @app.command("encoders")
 def encoders_cmd() -> None:
     """List the registered encoders."""
@@ -169,8 +389,13 @@ def sample_catalogue() -> Path:
 
 
 @app.command()
-def demo(cache_dir: CacheDir = None) -> None:
-    """Run prodcat on the bundled sample: check the catalogue, split it, encode it."""
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where models and the report go.")] = Path(
+        "prodcat-demo"
+    ),
+    cache_dir: CacheDir = None,
+) -> None:
+    """Run prodcat on the bundled sample: check, train text / image / fusion, evaluate, report."""
     path = sample_catalogue()
     out.rule(f"prodcat {__version__} demo: the bundled sample catalogue")
     out.print(f"catalogue: {path}")
@@ -178,13 +403,47 @@ def demo(cache_dir: CacheDir = None) -> None:
     summary = summarise(cat)
     summary["split"] = {name: len(part) for name, part in split_catalogue(cat.products).items()}
     out.print(format_summary(summary))
-    out.rule("encoding photos and titles (cached: a second run is instant)")
-    _encode_report(cat, ["effnet-lite0", "minilm"], FeatureCache(cache_dir))
+    cache = FeatureCache(cache_dir)
+    results: dict[str, TrainResult] = {}
+    for kind in ("text", "image", "fusion"):
+        out.rule(f"training the {kind} model")
+        results[kind] = _train(cat, TrainOptions(model=kind), cache)  # type: ignore[arg-type]
+        results[kind].model.save(out_dir / kind)
+    experiments = [
+        {
+            "name": {
+                "text": "title only (TF-IDF + linear)",
+                "image": "photo only (EfficientNet-Lite0 + linear)",
+                "fusion": "photo + title (fusion MLP)",
+            }[kind],
+            "accuracy": r.test["accuracy"],
+            "macro_f1": r.test["macro_f1"],
+            "fit_seconds": r.seconds.get("fit", 0.0),
+        }
+        for kind, r in results.items()
+    ]
+    best = results["fusion"]
+    selection = getattr(results["text"].model.head, "validation_report_", {}) or {}
+    report = write_report(
+        out_dir / "report",
+        title="prodcat demo: the bundled sample, test part",
+        metrics=best.test,
+        model_info={"model": str(out_dir / "fusion"), "head": "fusion", **best.model.figures},
+        experiments=experiments,
+        model_selection=selection.get("trials"),
+    )
+    out.rule("results (test part)")
+    for row in experiments:
+        out.print(
+            f"{row['name']:<40} accuracy {row['accuracy']:.2%}  macro-F1 {row['macro_f1']:.3f}"
+        )
+    out.print(f"\nreport: {report}\nmodels: {out_dir}/{{text,image,fusion}}")
     out.rule("next")
     out.print(
-        "- check your own catalogue:  prodcat check products.csv --label-columns a,b,c\n"
-        "- encode it:                 prodcat encode products.csv\n"
-        "- available encoders:        prodcat encoders\n"
+        f"- open the report:     xdg-open {report}\n"
+        f"- label products:      prodcat predict {out_dir}/fusion products.csv --out labels.csv\n"
+        f"- measure a model:     prodcat evaluate {out_dir}/fusion products.csv --json fig.json\n"
+        "- your own catalogue:  prodcat check products.csv --label-columns a,b,c\n"
         "- the catalogue format and the code map: README.md"
     )
 

@@ -10,6 +10,7 @@ at once both end with a complete one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import uuid
@@ -28,14 +29,13 @@ if TYPE_CHECKING:
 OPSET = 17
 
 
-def load_effnet_torch(name: str, size: int) -> torch.nn.Module:
-    """The EfficientNet-Lite feature extractor in PyTorch, in eval mode: image -> (N, 1280).
+def load_effnet_network(name: str, size: int) -> torch.nn.Module:
+    """The package's whole pretrained EfficientNet-Lite `name` at `size` px, in eval mode.
 
     `image_size=size` rebuilds the static 'same' padding for the resolution it will run at; the
     activation stays ReLU6 (calling the package's `set_swish()` would silently swap it for swish
     and ruin the pretrained features). The package prints a line on load; it is swallowed.
     """
-    import torch
     from efficientnet_lite_pytorch import EfficientNet
 
     from .image import effnet_spec
@@ -45,19 +45,99 @@ def load_effnet_torch(name: str, size: int) -> torch.nn.Module:
         net = EfficientNet.from_pretrained(
             spec.model_name, weights_path=str(spec.weights_path()), image_size=size
         )
-    net.eval()
+    return net.eval()
+
+
+def load_effnet_torch(name: str, size: int, *, cut: int | None = None) -> torch.nn.Module:
+    """The EfficientNet-Lite feature extractor in PyTorch, in eval mode.
+
+    cut=None: image -> (N, 1280) pooled features. cut=k: image -> the activations entering block
+    k, flattened to (N, C*H*W) (the trunk; `load_effnet_tail` is the rest of the network).
+    """
+    net = load_effnet_network(name, size)
+    if cut is None:
+        return effnet_module_classes()["features"](net).eval()
+    return effnet_module_classes()["trunk"](net, _checked_cut(name, cut)).eval()
+
+
+def load_effnet_tail(name: str, size: int, cut: int) -> torch.nn.Module:
+    """blocks[cut:] + conv_head + bn1 + ReLU6 + global average pooling, pretrained, in eval mode.
+
+    Input: activations (N, C, H, W) entering block `cut` at `size` px; output (N, 1280). Chained
+    after the trunk of the same cut it gives exactly the pooled features of the whole network.
+    The stem and the frozen blocks are not kept, so the module is small enough to fine-tune.
+    """
+    net = load_effnet_network(name, size)
+    return effnet_module_classes()["tail"](net, _checked_cut(name, cut)).eval()
+
+
+def _checked_cut(name: str, cut: int) -> int:
+    from .image import check_cut, effnet_spec
+
+    return check_cut(effnet_spec(name), cut)
+
+
+@functools.cache
+def effnet_module_classes() -> dict[str, type[torch.nn.Module]]:
+    """The wrappers around the package's EfficientNet, defined on first use (they need torch).
+
+    Every block gets the drop-connect rate `extract_features` gives it (global rate * index /
+    n_blocks, by its index in the whole network), so a tail trained in train mode regularises as
+    the full network did; in eval mode (features, export) drop connect is off.
+    """
+    import torch
 
     class EffNetFeatures(torch.nn.Module):
         """Last convolution's activations, averaged over space (global average pooling)."""
 
-        def __init__(self, inner: torch.nn.Module) -> None:
+        def __init__(self, inner: Any) -> None:
             super().__init__()
-            self.inner = inner
+            self.inner: Any = inner
 
         def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-            return self.inner.extract_features(pixels).mean(dim=(2, 3))  # type: ignore[operator]
+            return self.inner.extract_features(pixels).mean(dim=(2, 3))
 
-    return EffNetFeatures(net).eval()
+    class EffNetTrunk(torch.nn.Module):
+        """Stem + blocks[:cut]: pixels -> activations entering block `cut`, flattened."""
+
+        def __init__(self, net: Any, cut: int) -> None:
+            super().__init__()
+            self.stem: Any = torch.nn.Sequential(net._conv_stem, net._bn0, net._swish)
+            self.blocks: Any = net._blocks[:cut]
+            self.n_blocks = len(net._blocks)
+            self.drop_connect_rate = float(net._global_params.drop_connect_rate or 0.0)
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            x = self.stem(pixels)
+            for index, block in enumerate(self.blocks):
+                x = block(x, drop_connect_rate=self.drop_connect_rate * index / self.n_blocks)
+            return x.flatten(1)
+
+    class EffNetTail(torch.nn.Module):
+        """blocks[cut:] + conv_head + bn1 + ReLU6 + mean over space: (N, C, H, W) -> (N, 1280).
+
+        Block i of the whole network is `blocks[i - cut]` here and keeps its drop-connect rate.
+        """
+
+        def __init__(self, net: Any, cut: int) -> None:
+            super().__init__()
+            self.cut = cut
+            self.n_blocks = len(net._blocks)
+            self.drop_connect_rate = float(net._global_params.drop_connect_rate or 0.0)
+            self.blocks: Any = net._blocks[cut:]
+            self.conv_head: Any = net._conv_head
+            self.bn1: Any = net._bn1
+            self.activation: Any = net._swish  # ReLU6 in the Lite variants
+
+        def forward(self, activations: torch.Tensor) -> torch.Tensor:
+            x = activations
+            for offset, block in enumerate(self.blocks):
+                index = self.cut + offset
+                x = block(x, drop_connect_rate=self.drop_connect_rate * index / self.n_blocks)
+            x = self.activation(self.bn1(self.conv_head(x)))
+            return x.mean(dim=(2, 3))
+
+    return {"features": EffNetFeatures, "trunk": EffNetTrunk, "tail": EffNetTail}
 
 
 def load_minilm_bert(model_dir: Path) -> torch.nn.Module:
@@ -94,18 +174,21 @@ def load_minilm_bert(model_dir: Path) -> torch.nn.Module:
     return BertHidden(bert).eval()
 
 
-def export_effnet(name: str, size: int, out_path: str | Path, *, version: str = "") -> Path:
+def export_effnet(
+    name: str, size: int, out_path: str | Path, *, version: str = "", cut: int | None = None
+) -> Path:
     """Export EfficientNet-Lite `name` ("effnet-lite0", "effnet-lite2") at `size` px to ONNX.
 
     The graph takes float32 `pixels` (N, 3, size, size), already normalised, and returns
-    `features` (N, 1280); the batch axis is dynamic.
+    `features` (N, 1280), or with `cut=k` the flattened activations entering block k
+    (N, C*H*W) from the stem and blocks[:k] only; the batch axis is dynamic.
     """
     import torch
 
     from .image import effnet_spec
 
     spec = effnet_spec(name)
-    model = load_effnet_torch(name, size)
+    model = load_effnet_torch(name, size, cut=cut)
     dummy = torch.zeros(1, 3, size, size)
 
     def write(tmp: Path) -> None:
@@ -130,6 +213,8 @@ def export_effnet(name: str, size: int, out_path: str | Path, *, version: str = 
         "mean": "127",
         "std": "128",
     }
+    if cut is not None:
+        metadata["cut"] = str(cut)
     return _atomic_export(write, Path(out_path), metadata)
 
 

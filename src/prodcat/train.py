@@ -1,0 +1,205 @@
+"""Training in phases: select classes, split, encode through the cache, fit, measure, save.
+
+`TrainOptions` holds every choice in one typed, validated place; `train` sequences the phases and
+returns what the CLI prints and the report shows. Figures on the validation part choose the
+hyperparameters; the test part is only ever measured.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from prodcat.cache import FeatureCache
+from prodcat.catalogue import Catalogue, Product
+from prodcat.evaluate import evaluate
+from prodcat.heads import FusionHead, Head, ImageHead, TextLinearHead
+from prodcat.model import Model, training_fingerprint
+from prodcat.split import split_catalogue
+from prodcat.taxonomy import format_path
+
+ModelKind = Literal["fusion", "text", "image"]
+MODEL_KINDS: tuple[str, ...] = ("fusion", "text", "image")
+SPARSE_TEXT = ("bow", "tfidf")
+# Classes with fewer training products than this are left out unless the user says otherwise:
+# one or two examples teach a head nothing it can be trusted with, and they stay measurable as
+# out-of-class products.
+DEFAULT_MIN_CLASS_COUNT = 5
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    model: ModelKind = "fusion"
+    image_encoder: str = "effnet-lite0"
+    text_encoder: str | None = None  # default: minilm for fusion, tfidf for text
+    top_classes: int | None = None
+    min_class_count: int | None = None
+    seed: int = 0
+    # Model families the text-linear head searches (the prototype compared L2, L1, forests).
+    text_families: tuple[str, ...] = ("l2", "l1", "rf")
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_KINDS:
+            raise ValueError(f"model={self.model!r} is not known; expected one of {MODEL_KINDS}")
+        if self.top_classes is not None and self.min_class_count is not None:
+            raise ValueError("pass --top-classes or --min-class-count, not both")
+        for name in ("top_classes", "min_class_count"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name}={value}; expected a positive number")
+        text = self.resolved_text_encoder
+        if self.model == "text" and text not in SPARSE_TEXT:
+            raise ValueError(f"--model text uses --text-encoder bow or tfidf, not {text!r}")
+        if self.model == "fusion" and text in SPARSE_TEXT:
+            raise ValueError(
+                f"--model fusion needs dense text embeddings (--text-encoder minilm), not {text!r}"
+            )
+
+    @property
+    def resolved_text_encoder(self) -> str:
+        if self.text_encoder:
+            return self.text_encoder
+        return "tfidf" if self.model == "text" else "minilm"
+
+
+@dataclass
+class TrainResult:
+    model: Model
+    parts: dict[str, list[Product]]
+    excluded: dict[str, int]  # class left out of training -> number of training products
+    validation: dict[str, Any]
+    test: dict[str, Any]
+    test_proba: np.ndarray
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def select_classes(
+    train: Sequence[Product], options: TrainOptions
+) -> tuple[set[str], dict[str, int]]:
+    """The classes to learn, from training counts; and the ones left out with their counts."""
+    counts = Counter(format_path(p.label) for p in train if p.label)
+    if options.top_classes is not None:
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        kept = {c for c, _ in ranked[: options.top_classes]}
+    else:
+        floor = options.min_class_count or DEFAULT_MIN_CLASS_COUNT
+        kept = {c for c, n in counts.items() if n >= floor}
+    if len(kept) < 2:
+        raise ValueError(
+            f"only {len(kept)} class(es) have enough training products ({dict(counts)}); "
+            "a classifier needs at least 2: lower --min-class-count or add products"
+        )
+    return kept, {c: n for c, n in sorted(counts.items()) if c not in kept}
+
+
+def make_head(options: TrainOptions) -> Head:
+    if options.model == "text":
+        return TextLinearHead(
+            vectorizer=options.resolved_text_encoder,
+            families=options.text_families,
+            random_state=options.seed,
+        )
+    if options.model == "image":
+        return ImageHead()
+    return FusionHead(random_state=options.seed)
+
+
+def train(
+    catalogue: Catalogue,
+    options: TrainOptions,
+    *,
+    cache: FeatureCache,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a model on the labelled products of `catalogue` (80/10/10 grouped split)."""
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    labelled = [p for p in catalogue.products if p.label]
+    if not labelled:
+        raise ValueError(f"{catalogue.source} has no labelled products to train on")
+    parts = split_catalogue(labelled)
+    kept, excluded = select_classes(parts["train"], options)
+    train_part = [p for p in parts["train"] if format_path(p.label or ()) in kept]
+
+    model = Model(
+        head=make_head(options),
+        image_encoder=options.image_encoder if options.model in ("fusion", "image") else None,
+        text_encoder=options.resolved_text_encoder if options.model == "fusion" else None,
+        encoder_versions={},
+        options={**asdict(options), "text_encoder": options.resolved_text_encoder},
+        fingerprint=training_fingerprint(train_part),
+    )
+    everything = train_part + parts["validation"] + parts["test"]
+    inputs, _ = model.encode(everything, cache, progress=progress)
+    model.encoder_versions = _encoder_versions(model)
+    seconds["encode"] = time.perf_counter() - start
+
+    n_train, n_val = len(train_part), len(parts["validation"])
+    val_index = [i for i, p in enumerate(parts["validation"], n_train) if _label(p) in kept]
+    fit_start = time.perf_counter()
+    model.head.fit(
+        inputs.subset(np.arange(n_train)),
+        [_label(p) for p in train_part],
+        eval_set=(inputs.subset(val_index), [_label(everything[i]) for i in val_index]),
+    )
+    seconds["fit"] = time.perf_counter() - fit_start
+
+    val_inputs = inputs.subset(np.arange(n_train, n_train + n_val))
+    test_inputs = inputs.subset(np.arange(n_train + n_val, len(everything)))
+    validation = evaluate_products(model, parts["validation"], model.predict_proba(val_inputs))
+    test_proba = model.predict_proba(test_inputs)
+    test = evaluate_products(model, parts["test"], test_proba)
+    model.figures = {
+        "validation": _headline(validation),
+        "test": _headline(test),
+        "n_train": n_train,
+        "excluded_classes": excluded,
+    }
+    seconds["total"] = time.perf_counter() - start
+    model.options["seconds"] = seconds
+    return TrainResult(model, parts, excluded, validation, test, test_proba, seconds)
+
+
+def evaluate_products(
+    model: Model, products: Sequence[Product], proba: np.ndarray
+) -> dict[str, Any]:
+    """`evaluate` with the products' ids, titles and photos for the error gallery."""
+    return evaluate(
+        [_label(p) if p.label else None for p in products],
+        proba,
+        model.classes,
+        ids=[p.id for p in products],
+        titles=[p.text for p in products],
+        images=[str(p.image) if p.image else None for p in products],
+    )
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "accuracy",
+        "macro_f1",
+        "level_accuracy",
+        "top3_accuracy",
+        "n_in_class",
+        "n_out_of_class",
+    )
+    return {k: metrics[k] for k in keys if k in metrics}
+
+
+def _encoder_versions(model: Model) -> dict[str, str]:
+    from prodcat.encoders.registry import get_encoder
+
+    names = [n for n in (model.image_encoder, model.text_encoder) if n]
+    return {name: get_encoder(name).version for name in names}
+
+
+def _label(product: Product) -> str:
+    return format_path(product.label or ())
+
+
+__all__ = ["TrainOptions", "TrainResult", "evaluate_products", "train"]
