@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,14 @@ def sample_csv(sample_dir: Path) -> Path:
 def sample_catalogue(sample_csv: Path) -> Catalogue:
     """The sample, loaded once per session with every image verified; do not mutate it."""
     return load_catalogue(sample_csv)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test writes exported encoders and features into its own session folder, never into
+    the user's cache: what a test exports, it has made itself."""
+    folder = tmp_path_factory.mktemp("prodcat-cache")
+    patcher = pytest.MonkeyPatch()
+    patcher.setenv("PRODCAT_CACHE_DIR", str(folder))
+    yield folder
+    patcher.undo()

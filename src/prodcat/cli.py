@@ -236,14 +236,19 @@ def _figures_table(result: TrainResult) -> Table:
     for name, metrics in (("validation", result.validation), ("test", result.test)):
         table.add_row(
             name,
-            f"{metrics['accuracy']:.2%}",
-            f"{metrics['macro_f1']:.3f}",
-            f"{metrics['top3_accuracy']:.2%}",
+            _fmt(metrics["accuracy"], ".2%"),
+            _fmt(metrics["macro_f1"], ".3f"),
+            _fmt(metrics["top3_accuracy"], ".2%"),
             " / ".join(f"{a:.1%}" for a in metrics["level_accuracy"]),
             f"{metrics['n_in_class']:,}",
             f"{metrics['n_out_of_class']:,}",
         )
     return table
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    """A figure, or '-' where there was nothing to measure (no in-class products)."""
+    return "-" if value is None else format(value, spec)
 
 
 def _write_report(result: TrainResult, folder: Path) -> Path:
@@ -254,7 +259,7 @@ def _write_report(result: TrainResult, folder: Path) -> Path:
         "text encoder": model.options.get("text_encoder", "-"),
         "classes": len(model.classes),
         "training products": model.figures.get("n_train"),
-        "validation accuracy": f"{result.validation['accuracy']:.2%}",
+        "validation accuracy": _fmt(result.validation["accuracy"], ".2%"),
         "seconds (encode / fit)": " / ".join(
             f"{result.seconds.get(k, 0):.1f}" for k in ("encode", "fit")
         ),
@@ -304,7 +309,7 @@ def evaluate_cmd(
     table = Table("figure", "value", title=f"{model_dir} on {catalogue} ({part})")
     for key in ("accuracy", "macro_f1", "top3_accuracy", "n_in_class", "n_out_of_class"):
         value = metrics[key]
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else f"{value:,}")
+        table.add_row(key, _fmt(value, ".4f" if isinstance(value, float) else ","))
     table.add_row("level_accuracy", " / ".join(f"{a:.4f}" for a in metrics["level_accuracy"]))
     out.print(table)
     if json_out is not None:
@@ -407,7 +412,7 @@ def demo(
     results: dict[str, TrainResult] = {}
     for kind in ("text", "image", "fusion"):
         out.rule(f"training the {kind} model")
-        results[kind] = _train(cat, TrainOptions(model=kind), cache)  # type: ignore[arg-type]
+        results[kind] = _train(cat, TrainOptions(model=kind), cache)
         results[kind].model.save(out_dir / kind)
     experiments = [
         {
@@ -434,9 +439,8 @@ def demo(
     )
     out.rule("results (test part)")
     for row in experiments:
-        out.print(
-            f"{row['name']:<40} accuracy {row['accuracy']:.2%}  macro-F1 {row['macro_f1']:.3f}"
-        )
+        accuracy, macro_f1 = _fmt(row["accuracy"], ".2%"), _fmt(row["macro_f1"], ".3f")
+        out.print(f"{row['name']:<40} accuracy {accuracy}  macro-F1 {macro_f1}")
     out.print(f"\nreport: {report}\nmodels: {out_dir}/{{text,image,fusion}}")
     out.rule("next")
     out.print(

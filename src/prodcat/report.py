@@ -194,16 +194,19 @@ def _format_value(key: str, value: object) -> str:
     if isinstance(value, float) and math.isnan(value):
         return "&mdash;"
     lowered = key.lower()
-    if isinstance(value, float) and any(
-        word in lowered for word in ("accuracy", "f1", "precision", "recall", "rate", "share")
-    ):
+    is_rate = any(w in lowered for w in ("accuracy", "f1", "precision", "recall", "rate", "share"))
+    if isinstance(value, float) and is_rate:
         return _percent(value)
+    if isinstance(value, list | tuple) and value and is_rate and all(map(_is_number, value)):
+        return " / ".join(_percent(v) for v in value)  # e.g. level_accuracy: level 1 / 2 / 3
     if isinstance(value, int | float) and ("second" in lowered or lowered.endswith("_s")):
         return f"{value:,.1f} s" if value >= 1 else f"{value:.3f} s"
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
         return _e(f"{value:.4g}")
+    if isinstance(value, list | tuple) and all(isinstance(v, str | int | float) for v in value):
+        return _e(", ".join(str(v) for v in value))  # e.g. the encoders: one line reads best
     if isinstance(value, dict | list | tuple):
         return f"<pre>{_e(json.dumps(value, indent=1, default=str))}</pre>"
     return _e(value)
