@@ -46,10 +46,19 @@ def _measure(job: dict[str, Any], queue: mp.Queue) -> None:  # type: ignore[type
     start = time.perf_counter()
     feats = encode_products(products, encoder, cache, progress=False)
     seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = _peak_mb()
     queue.put(
         {"seconds": seconds, "n": len(feats.ids), "computed": feats.n_computed, "peak_mb": peak_mb}
     )
+
+
+def _peak_mb() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: on Linux ru_maxrss survives
+    exec, so a spawned child would report its parent's peak whenever its own is lower."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _run(job: dict[str, Any]) -> dict[str, Any]:
