@@ -39,6 +39,22 @@ class Features:
     n_computed: int = 0  # distinct photos/texts encoded in this run
     n_cached: int = 0  # distinct photos/texts read from the cache
 
+    @classmethod
+    def concatenate(cls, parts: Sequence[Features]) -> Features:
+        """Several encoders' vectors side by side, for the products all of them have."""
+        others = [set(p.ids) for p in parts[1:]]
+        ids = [pid for pid in parts[0].ids if all(pid in o for o in others)]
+        columns = [p.lookup(ids)[1] for p in parts]
+        return cls(
+            encoder="+".join(p.encoder for p in parts),
+            version="+".join(p.version for p in parts),
+            ids=ids,
+            vectors=np.hstack(columns) if ids else np.zeros((0, sum(c.shape[1] for c in columns))),
+            errors={k: v for p in parts for k, v in p.errors.items()},
+            n_computed=sum(p.n_computed for p in parts),
+            n_cached=sum(p.n_cached for p in parts),
+        )
+
     def lookup(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(mask of ids that have a vector, their vectors): aligns features to any product order."""
         position = {pid: i for i, pid in enumerate(self.ids)}
@@ -63,7 +79,7 @@ def encode_products(
         keys = {p.id: content_key(p.text) for p in products if p.text}
         texts = {content_key(p.text): p.text for p in products if p.text}
         batches = _text_batches(encoder, texts)
-    store = cache.store(encoder.version)
+    store = cache.store(encoder.version) if encoder.cacheable else None
     distinct = list(dict.fromkeys(keys.values()))
     vectors, failed, n_cached = _fill(store, distinct, batches, encoder, progress)
     ids = [pid for pid, key in keys.items() if key in vectors]
@@ -82,14 +98,14 @@ Batcher = Callable[[list[str]], Iterator[tuple[list[str], np.ndarray, dict[str, 
 
 
 def _fill(
-    store: FeatureStore,
+    store: FeatureStore | None,
     keys: list[str],
     batches: Batcher,
     encoder: Encoder,
     progress: bool,
 ) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
     """Vectors for `keys` from the store, computing and storing the missing ones."""
-    found, cached = store.get(keys)
+    found, cached = store.get(keys) if store else (np.zeros(len(keys), bool), np.zeros((0, 0)))
     vectors = dict(zip([k for k, f in zip(keys, found, strict=True) if f], cached, strict=True))
     missing = [k for k, f in zip(keys, found, strict=True) if not f]
     failed: dict[str, str] = {}
@@ -102,11 +118,11 @@ def _fill(
             failed.update(errors)
             pending_keys += done_keys
             pending.append(batch)
-            if len(pending_keys) >= FLUSH_EVERY:
+            if store and len(pending_keys) >= FLUSH_EVERY:
                 store.put(pending_keys, np.concatenate(pending))
                 pending_keys, pending = [], []
             advance(len(done_keys) + len(errors))
-    if pending_keys:
+    if store and pending_keys:
         store.put(pending_keys, np.concatenate(pending))
     return vectors, failed, len(keys) - len(missing)
 

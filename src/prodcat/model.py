@@ -89,7 +89,11 @@ class Model:
     ) -> Features | None:
         if name is None:
             return None
-        return encode_products(products, get_encoder(name), cache, progress=progress)
+        parts = [
+            encode_products(products, get_encoder(part), cache, progress=progress)
+            for part in split_encoders(name)
+        ]
+        return parts[0] if len(parts) == 1 else Features.concatenate(parts)
 
     # -- prediction -----------------------------------------------------------------------
     def predict_proba(self, inputs: Inputs) -> np.ndarray:
@@ -165,6 +169,11 @@ class Model:
             figures=config.get("figures", {}),
             fingerprint=config.get("training_data_fingerprint", ""),
         )
+
+
+def split_encoders(name: str) -> list[str]:
+    """'minilm+hashbow' -> ['minilm', 'hashbow']: a text input made of several encoders."""
+    return [part.strip() for part in name.split("+") if part.strip()]
 
 
 def build_inputs(

@@ -19,7 +19,7 @@ from prodcat.cache import FeatureCache
 from prodcat.catalogue import Catalogue, Product
 from prodcat.evaluate import evaluate
 from prodcat.heads import FusionHead, Head, ImageHead, TextLinearHead
-from prodcat.model import Model, training_fingerprint
+from prodcat.model import Model, split_encoders, training_fingerprint
 from prodcat.split import split_catalogue
 from prodcat.taxonomy import format_path
 
@@ -36,7 +36,7 @@ DEFAULT_MIN_CLASS_COUNT = 5
 class TrainOptions:
     model: ModelKind = "fusion"
     image_encoder: str = "effnet-lite0"
-    text_encoder: str | None = None  # default: minilm for fusion, tfidf for text
+    text_encoder: str | None = None  # default: minilm+hashbow for fusion, tfidf for text
     top_classes: int | None = None
     min_class_count: int | None = None
     seed: int = 0
@@ -55,7 +55,7 @@ class TrainOptions:
         text = self.resolved_text_encoder
         if self.model == "text" and text not in SPARSE_TEXT:
             raise ValueError(f"--model text uses --text-encoder bow or tfidf, not {text!r}")
-        if self.model == "fusion" and text in SPARSE_TEXT:
+        if self.model == "fusion" and set(split_encoders(text)) & set(SPARSE_TEXT):
             raise ValueError(
                 f"--model fusion needs dense text embeddings (--text-encoder minilm), not {text!r}"
             )
@@ -64,7 +64,7 @@ class TrainOptions:
     def resolved_text_encoder(self) -> str:
         if self.text_encoder:
             return self.text_encoder
-        return "tfidf" if self.model == "text" else "minilm"
+        return "tfidf" if self.model == "text" else "minilm+hashbow"
 
 
 @dataclass
@@ -195,7 +195,7 @@ def _encoder_versions(model: Model) -> dict[str, str]:
     from prodcat.encoders.registry import get_encoder
 
     names = [n for n in (model.image_encoder, model.text_encoder) if n]
-    return {name: get_encoder(name).version for name in names}
+    return {part: get_encoder(part).version for name in names for part in split_encoders(name)}
 
 
 def _label(product: Product) -> str:

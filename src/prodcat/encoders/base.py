@@ -163,6 +163,8 @@ class Encoder(ABC):
     modality: Modality
     # Items per network call; callers that batch on their own (the feature cache) follow it.
     batch_size: int = 1024
+    # False for encoders that compute faster than the cache could read their output.
+    cacheable: bool = True
 
     @property
     @abstractmethod

@@ -131,25 +131,20 @@ def _effnet_factory(variant: str) -> Callable[..., Encoder]:
 
 
 def _effnet_trunk_factory(variant: str) -> Callable[..., Encoder]:
-    from .image import effnet_spec
-
-    default_cut = effnet_spec(variant).default_cut
-
     def build(
         *,
-        cut: int = default_cut,
+        cut: int | None = None,
         size: int | None = None,
         onnx_dir: Any = None,
         threads: int | None = None,
         batch_size: int = 32,
         backend: str = "onnx",
     ) -> Encoder:
-        from .image import EfficientNetLiteEncoder
+        """cut=None: the variant's default cut (`EffNetSpec.default_cut`: 14 lite0, 19 lite2)."""
+        from .image import EfficientNetLiteEncoder, effnet_spec
 
         if cut is None:
-            raise ValueError(
-                f"cut=None is not a trunk; use the encoder {variant!r} for pooled features"
-            )
+            cut = effnet_spec(variant).default_cut
         return EfficientNetLiteEncoder(
             variant,
             size=size,
@@ -201,6 +196,12 @@ def _minilm(
     )
 
 
+def _hashbow(*, dim: int = 4096) -> Encoder:
+    from .hashing import HashedWordsEncoder
+
+    return HashedWordsEncoder(dim=dim)
+
+
 def _register_builtins() -> None:
     register(
         "effnet-lite0",
@@ -245,6 +246,12 @@ def _register_builtins() -> None:
         _minilm,
         modality="text",
         description="all-MiniLM-L6-v2 sentence embeddings, 384-d, L2-normalised, ONNX",
+    )
+    register(
+        "hashbow",
+        _hashbow,
+        modality="text",
+        description="hashed binary bag of words and word pairs, 4096-d dense, nothing to fit",
     )
 
 
