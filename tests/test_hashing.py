@@ -40,3 +40,17 @@ def test_hashbow_bypasses_the_cache_and_concatenates(
     twice = Features.concatenate([hashed, hashed])
     assert twice.vectors.shape == (len(hashed.ids), 2 * 4096)
     assert np.array_equal(twice.vectors[:, 4096:], hashed.vectors)
+
+
+def test_a_second_pass_reads_everything_from_the_cache(
+    sample_catalogue: Catalogue, tmp_path: object
+) -> None:
+    """Regression: an empty store is falsy (it has __len__), which once disabled every write."""
+    products = sample_catalogue.products[:12]
+    cache = FeatureCache(str(tmp_path))
+    encoder = get_encoder("minilm")
+    first = encode_products(products, encoder, cache, progress=False)
+    second = encode_products(products, encoder, FeatureCache(str(tmp_path)), progress=False)
+    assert first.n_computed == len({p.text for p in products}) and first.n_cached == 0
+    assert second.n_computed == 0 and second.n_cached == first.n_computed
+    assert np.array_equal(first.vectors, second.vectors)

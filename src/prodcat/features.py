@@ -105,7 +105,9 @@ def _fill(
     progress: bool,
 ) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
     """Vectors for `keys` from the store, computing and storing the missing ones."""
-    found, cached = store.get(keys) if store else (np.zeros(len(keys), bool), np.zeros((0, 0)))
+    found, cached = (
+        store.get(keys) if store is not None else (np.zeros(len(keys), bool), np.zeros((0, 0)))
+    )
     vectors = dict(zip([k for k, f in zip(keys, found, strict=True) if f], cached, strict=True))
     missing = [k for k, f in zip(keys, found, strict=True) if not f]
     failed: dict[str, str] = {}
@@ -118,11 +120,11 @@ def _fill(
             failed.update(errors)
             pending_keys += done_keys
             pending.append(batch)
-            if store and len(pending_keys) >= FLUSH_EVERY:
+            if store is not None and len(pending_keys) >= FLUSH_EVERY:
                 store.put(pending_keys, np.concatenate(pending))
                 pending_keys, pending = [], []
             advance(len(done_keys) + len(errors))
-    if store and pending_keys:
+    if store is not None and pending_keys:
         store.put(pending_keys, np.concatenate(pending))
     return vectors, failed, len(keys) - len(missing)
 
