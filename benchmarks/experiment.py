@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--tasks", default="T10,FULL")
     parser.add_argument("--image-encoders", default="effnet-lite0,effnet-lite2")
+    parser.add_argument("--models", default=",".join(MODELS), help="text,image,fusion")
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
     args = parser.parse_args()
@@ -51,7 +52,7 @@ def main() -> None:
     runs: list[dict[str, Any]] = []
     for task in args.tasks.split(","):
         for encoder in args.image_encoders.split(","):
-            for model in MODELS:
+            for model in args.models.split(","):
                 if model == "text" and encoder != args.image_encoders.split(",")[0]:
                     continue  # the title-only model does not depend on the image encoder
                 for seed in range(args.seeds):

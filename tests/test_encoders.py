@@ -445,3 +445,74 @@ def test_from_json_refuses_another_kind(titles: list[str]) -> None:
     saved = BowEncoder().fit(titles).to_json()
     with pytest.raises(ValueError, match="saved 'bow' encoder, not 'tfidf'"):
         TfidfEncoder.from_json(saved)
+
+
+# -- EfficientNet-Lite trunks (activations entering a block, for fine-tuning) ------------------
+
+
+@pytest.fixture(scope="module")
+def lite0_trunk() -> EfficientNetLiteEncoder:
+    """effnet-lite0's trunk up to block 14, exported into the session's private cache on first
+    use; tests/test_finetune.py reuses the same file."""
+    encoder = get_encoder("effnet-lite0-trunk")
+    assert isinstance(encoder, EfficientNetLiteEncoder)
+    return encoder
+
+
+def test_trunk_names_its_cut_everywhere(lite0_trunk: EfficientNetLiteEncoder) -> None:
+    pooled = get_encoder("effnet-lite0")
+    assert isinstance(pooled, EfficientNetLiteEncoder)
+    assert lite0_trunk.name == "effnet-lite0-trunk" and lite0_trunk.cut == 14
+    assert lite0_trunk.activation_shape == (192, 7, 7) and lite0_trunk.dim == 192 * 7 * 7
+    assert lite0_trunk.version == pooled.version.replace(
+        "effnet-lite0/224px/", "effnet-lite0-trunk/224px/cut14/"
+    )
+    assert lite0_trunk.onnx_path != pooled.onnx_path and "-cut14-" in lite0_trunk.onnx_path.name
+    assert pooled.activation_shape is None and pooled.dim == 1280
+    other = get_encoder("effnet-lite0-trunk", cut=16)  # after the last block: conv_head only
+    assert other.version != lite0_trunk.version and other.dim == 320 * 7 * 7
+    lite2 = get_encoder("effnet-lite2-trunk")
+    assert isinstance(lite2, EfficientNetLiteEncoder)
+    assert (lite2.cut, lite2.size, lite2.activation_shape) == (19, 260, (208, 9, 9))
+    assert "effnet-lite0-trunk" in {info.name for info in list_encoders()}
+
+
+def test_trunk_refuses_a_cut_outside_the_network() -> None:
+    with pytest.raises(ValueError, match=r"cut=17 is not valid for effnet-lite0.*0 to 16"):
+        get_encoder("effnet-lite0-trunk", cut=17)
+    with pytest.raises(ValueError, match="cut=True is not valid"):
+        get_encoder("effnet-lite2-trunk", cut=True)
+
+
+@pytest.mark.parametrize(("name", "size"), [("effnet-lite0", 224), ("effnet-lite2", 260)])
+def test_activation_shapes_match_the_torch_network(name: str, size: int) -> None:
+    """The torch-free shape table (EffNetSpec.stages) against the real network, every block."""
+    import torch
+
+    from prodcat.encoders.export import load_effnet_torch
+    from prodcat.encoders.image import activation_shape, effnet_spec, n_blocks
+
+    spec = effnet_spec(name)
+    trunk = load_effnet_torch(name, size, cut=n_blocks(spec))
+    with torch.no_grad():
+        x = trunk.stem(torch.zeros(1, 3, size, size))  # type: ignore[operator]
+        for cut, block in enumerate(trunk.blocks):  # type: ignore[arg-type]
+            assert tuple(x.shape[1:]) == activation_shape(spec, size, cut), f"block {cut}"
+            x = block(x)
+    assert tuple(x.shape[1:]) == activation_shape(spec, size, n_blocks(spec))
+
+
+def test_trunk_onnx_matches_torch(
+    lite0_trunk: EfficientNetLiteEncoder, images: list[Image.Image]
+) -> None:
+    activations = lite0_trunk.encode(images)
+    reference = get_encoder("effnet-lite0-trunk", backend="torch").encode(images)
+    assert activations.shape == (8, 9408) and activations.dtype == np.float32
+    model = onnx.load(str(lite0_trunk.onnx_path), load_external_data=False)
+    meta = {prop.key: prop.value for prop in model.metadata_props}
+    assert (meta["cut"], meta["encoder_version"]) == ("14", lite0_trunk.version)
+    # Seen: max abs diff ~5e-5 on these photos. Unlike pooled features (|x| < ~5), activations
+    # reach ~35, where float32 rounding alone is ~4e-6 per operation, and 1 of 38 sample photos
+    # reached 1.06e-4; hence the small relative term on top of the absolute 1e-4.
+    np.testing.assert_allclose(activations, reference, atol=1e-4, rtol=1e-5)
+    assert lite0_trunk.encode([]).shape == (0, 9408)

@@ -1,8 +1,9 @@
 """Classification heads: the shared contract (every head in HEADS), then each head's own checks.
 
 Titles and labels are the real bundled sample. The image and text *features* are stand-ins until
-the encoders land (see `standin_text_features` / `standin_image_features`): they exercise the
-contract, not the accuracy of real embeddings. Title accuracy is measured on real data.
+the encoders land (see `standin_text_features` / `standin_image_features` /
+`standin_image_activations`): they exercise the contract, not the accuracy of real embeddings.
+Title accuracy is measured on real data (FineTuneHead's on real photos: tests/test_finetune.py).
 """
 
 # ruff: noqa: N803, N806  (scikit-learn's names: X for inputs)
@@ -23,7 +24,17 @@ from sklearn.exceptions import NotFittedError
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 import prodcat
-from prodcat.heads import HEADS, FusionHead, Head, ImageHead, Inputs, TextLinearHead, load_head
+from prodcat.encoders.image import activation_shape, effnet_spec
+from prodcat.heads import (
+    HEADS,
+    FineTuneHead,
+    FusionHead,
+    Head,
+    ImageHead,
+    Inputs,
+    TextLinearHead,
+    load_head,
+)
 from prodcat.heads.base import softmax
 from prodcat.heads.text_linear import ForestArrays, fit_model, make_model, make_vectorizer
 
@@ -32,12 +43,28 @@ torch.set_num_threads(2)
 SAMPLE_CSV = Path(prodcat.__file__).parent / "data" / "sample" / "products.csv"
 MIN_CLASS_ROWS = 20  # the contract tests use the 20 real classes, not the 1-3 row extras
 D_IMAGE, D_TEXT = 1280, 384
+# The fine-tune head runs at 64 px in the contract suite: activations entering lite0's block 14
+# are then 192x2x2 (768 values) instead of 192x7x7, so its tail trains in about a second.
+FINETUNE_SIZE = 64
+D_ACTIVATIONS = int(np.prod(activation_shape(effnet_spec("effnet-lite0"), FINETUNE_SIZE, 14)))
+FEATURES = ("image", "text", "image_activations")
 
 # Small but real settings so that the contract suite stays fast (defaults are tested below).
 FAST_PARAMS: dict[str, dict[str, Any]] = {
     "text-linear": {"n_iter": 2, "random_state": 1},
     "image": {"Cs": (0.01, 1.0), "max_iter": 300},
     "fusion": {"proj_dim": 64, "hidden_dim": 64, "max_epochs": 8, "patience": 3},
+    "fine-tune": {
+        "size": FINETUNE_SIZE,
+        "proj_dim": 32,
+        "hidden_dim": 32,
+        "lr": 3e-3,
+        "max_epochs": 2,
+        "patience": 1,
+        # One thread: on a busy 2-core machine two threads spend most of such tiny steps
+        # waiting for each other (measured 50 ms vs 820 ms per step at 64 px).
+        "n_threads": 1,
+    },
 }
 
 
@@ -72,6 +99,17 @@ def standin_image_features(labels: list[str]) -> np.ndarray:
     return (prototypes[index] + 2.0 * rng.normal(size=(len(labels), D_IMAGE))).astype(np.float32)
 
 
+def standin_image_activations(labels: list[str]) -> np.ndarray:
+    """TEST FIXTURE, not a trunk: class prototypes + noise in the 768 values lite0's block 14
+    takes at 64 px (nonnegative and of the trunk's scale, ~0-6, so the tail's ReLU6s pass them)."""
+    rng = np.random.default_rng(1)
+    classes = sorted(set(labels))
+    prototypes = rng.uniform(0.0, 3.0, size=(len(classes), D_ACTIVATIONS))
+    index = np.searchsorted(classes, labels)
+    noise = rng.normal(scale=1.0, size=(len(labels), D_ACTIVATIONS))
+    return np.clip(prototypes[index] + noise, 0.0, 6.0).astype(np.float32)
+
+
 class Data:
     """Real titles/labels of the classes with >= 20 rows, stand-in features, 80/20 split."""
 
@@ -86,6 +124,7 @@ class Data:
             texts=titles,
             image=standin_image_features(list(self.labels)),
             text=standin_text_features(titles),
+            image_activations=standin_image_activations(list(self.labels)),
         )
         train = np.array([in_train_split(i) for i in self.ids])
         self.train, self.test = np.flatnonzero(train), np.flatnonzero(~train)
@@ -107,8 +146,12 @@ def fitted(data: Data) -> dict[str, Head]:
     }
 
 
-def with_masks(X: Inputs, image_mask: np.ndarray, text_mask: np.ndarray) -> Inputs:
-    return Inputs(X.texts, X.image, X.text, image_mask, text_mask)
+def with_masks(
+    X: Inputs, image_mask: np.ndarray, text_mask: np.ndarray, activations: Any = "same"
+) -> Inputs:
+    """X with other masks (and, if given, other image activations)."""
+    image_activations = X.image_activations if isinstance(activations, str) else activations
+    return Inputs(X.texts, X.image, X.text, image_mask, text_mask, image_activations)
 
 
 # -- Inputs ----------------------------------------------------------------------------------
@@ -123,6 +166,19 @@ def test_inputs_defaults_and_subset() -> None:
     assert Inputs(["x"]).has_image.tolist() == [False]  # no image features: nobody has a photo
 
 
+def test_inputs_carry_image_activations() -> None:
+    """Trunk activations alone count as a photo; subset() keeps them row-aligned."""
+    activations = np.arange(12, dtype=np.float64).reshape(3, 4)
+    X = Inputs(["a", "b", "c"], image_activations=activations)
+    assert X.image is None and X.has_image.tolist() == [True, True, True]
+    assert X.image_activations is not None and X.image_activations.dtype == np.float32
+    part = X.subset(np.array([False, True, True]))
+    assert part.image_activations is not None
+    assert part.image_activations.tolist() == activations[1:].tolist()
+    assert Inputs(["a"], image_mask=np.ones(1, bool), image_activations=np.ones((1, 4))).has_image
+    assert Inputs(["a"]).subset([0]).image_activations is None
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
@@ -131,6 +187,8 @@ def test_inputs_defaults_and_subset() -> None:
         ({"image_mask": np.ones(12)}, TypeError, "expected a bool array"),
         ({"text_mask": np.ones(11, bool)}, ValueError, r"expected shape \(12,\)"),
         ({"image_mask": np.ones(12, bool)}, ValueError, "image is None"),
+        ({"image_activations": np.zeros((11, 4))}, ValueError, "image_activations has 11 rows"),
+        ({"image_activations": np.zeros((12, 2, 2))}, ValueError, "expected a 2-d array"),
     ],
 )
 def test_inputs_refuse_inconsistent_shapes(
@@ -197,15 +255,16 @@ def test_wrong_feature_count_is_refused(name: str, data: Data, fitted: dict) -> 
     head = fitted[name]
     X = data.X_test
     for modality in head.modalities:
-        narrow = {"image": X.image, "text": X.text, modality: getattr(X, modality)[:, :100]}
-        wrong = Inputs(X.texts, narrow["image"], narrow["text"])
+        narrow = {m: getattr(X, m) for m in FEATURES}
+        narrow[modality] = narrow[modality][:, :100]
+        wrong = Inputs(X.texts, **narrow)
         expected = getattr(head, f"n_{modality}_features_")
         message = (
             f"X has 100 {modality} features, but {type(head).__name__} was fitted with {expected}"
         )
         with pytest.raises(ValueError, match=message):
             head.predict_proba(wrong)
-        without = Inputs(X.texts, **{m: getattr(X, m) for m in ("image", "text") if m != modality})
+        without = Inputs(X.texts, **{m: getattr(X, m) for m in FEATURES if m != modality})
         with pytest.raises(
             ValueError, match=rf"needs {modality} features but X\.{modality} is None"
         ):
@@ -257,6 +316,8 @@ def test_heads_that_need_features_refuse_inputs_without_them(data: Data) -> None
     for cls in (ImageHead, FusionHead):
         with pytest.raises(ValueError, match=r"needs image features but X\.image is None"):
             cls().fit(titles_only, data.y_train)
+    with pytest.raises(ValueError, match=r"X\.image_activations is None.*image_mask=False"):
+        FineTuneHead().fit(Inputs(data.X_train.texts, text=data.X_train.text), data.y_train)
 
 
 # -- TextLinearHead ----------------------------------------------------------------------------
@@ -387,6 +448,62 @@ def test_fusion_onnx_export_matches_torch(data: Data, fitted: dict, tmp_path: Pa
     (logits,) = session.run(
         ["logits"],
         {"image": X.image, "text": X.text, "image_mask": X.has_image, "text_mask": X.has_text},
+    )
+    assert logits.shape == (len(X), len(head.classes_))
+    np.testing.assert_allclose(logits, head.decision_logits(X), atol=1e-4, rtol=0)
+
+
+# -- FineTuneHead --------------------------------------------------------------------------------
+def test_finetune_refuses_activations_of_another_trunk(data: Data) -> None:
+    """Activations are checked against the (encoder, cut, size) the head was given."""
+    head = FineTuneHead(**FAST_PARAMS["fine-tune"], cut=13)  # block 13 takes 192x2x2 as well
+    head.fit(data.X_train.subset(np.arange(60)), data.y_train[:60])
+    with pytest.raises(ValueError, match=r"effnet-lite0-trunk', cut=14, size=224\)"):
+        FineTuneHead(max_epochs=1).fit(data.X_train, data.y_train)  # 768 values, 224 px wanted
+    with pytest.raises(ValueError, match="cut=99 is not valid for effnet-lite0"):
+        FineTuneHead(cut=99).fit(data.X_train, data.y_train)
+    with pytest.raises(ValueError, match="unknown EfficientNet-Lite variant 'resnet'"):
+        FineTuneHead(encoder="resnet").fit(data.X_train, data.y_train)
+
+
+def test_finetune_ignores_the_values_of_missing_modalities(data: Data, fitted: dict) -> None:
+    """A product without a photo may hold anything in its activation row (zeros, NaN)."""
+    X = data.X_test.subset(np.arange(6))
+    assert X.image_activations is not None and X.text is not None
+    image_mask = np.array([True, False, True, False, True, False])
+    text_mask = np.array([True, True, False, False, True, True])
+    rows = image_mask[:, None]
+    zeros = Inputs(
+        X.texts, None, X.text, image_mask, text_mask, np.where(rows, X.image_activations, 0)
+    )
+    nans = Inputs(
+        X.texts, None, X.text, image_mask, text_mask, np.where(rows, X.image_activations, np.nan)
+    )
+    head = fitted["fine-tune"]
+    assert np.array_equal(head.predict_proba(nans), head.predict_proba(zeros))
+
+
+def test_finetune_onnx_export_matches_torch(data: Data, fitted: dict, tmp_path: Path) -> None:
+    import onnxruntime
+
+    head = fitted["fine-tune"]
+    path = head.export_onnx(tmp_path / "fine-tune.onnx")
+    rng = np.random.default_rng(2)
+    X = with_masks(
+        data.X_test, rng.random(len(data.X_test)) < 0.7, rng.random(len(data.X_test)) < 0.7
+    )
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == list(
+        ("image_activations", "text", "image_mask", "text_mask")
+    )
+    (logits,) = session.run(
+        ["logits"],
+        {
+            "image_activations": X.image_activations,
+            "text": X.text,
+            "image_mask": X.has_image,
+            "text_mask": X.has_text,
+        },
     )
     assert logits.shape == (len(X), len(head.classes_))
     np.testing.assert_allclose(logits, head.decision_logits(X), atol=1e-4, rtol=0)

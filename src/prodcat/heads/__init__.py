@@ -2,7 +2,7 @@
 
 ``HEADS`` maps each head's ``name`` (written to its saved ``config.json``) to its class, so that
 `load_head` can reopen any saved head. Importing this package does not import torch: only
-`FusionHead` needs it, and only once it fits, predicts or loads.
+`FusionHead` and `FineTuneHead` need it, and only once they fit, predict or load.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import Head, Inputs, read_config
+from .finetune import FineTuneHead
 from .fusion import FusionHead
 from .image import ImageHead
 from .text_linear import TextLinearHead
@@ -18,6 +19,7 @@ HEADS: dict[str, type[Head]] = {
     TextLinearHead.name: TextLinearHead,
     ImageHead.name: ImageHead,
     FusionHead.name: FusionHead,
+    FineTuneHead.name: FineTuneHead,
 }
 
 
@@ -33,4 +35,13 @@ def load_head(folder: str | Path) -> Head:
     return HEADS[name].load(folder)
 
 
-__all__ = ["HEADS", "FusionHead", "Head", "ImageHead", "Inputs", "TextLinearHead", "load_head"]
+__all__ = [
+    "HEADS",
+    "FineTuneHead",
+    "FusionHead",
+    "Head",
+    "ImageHead",
+    "Inputs",
+    "TextLinearHead",
+    "load_head",
+]

@@ -61,13 +61,22 @@ def _as_features(name: str, features: object, n: int) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
+# Which mask says whether a product has each feature matrix of `Inputs`.
+MASK_OF = {"image": "image_mask", "image_activations": "image_mask", "text": "text_mask"}
+
+
 @dataclass(frozen=True, eq=False)
 class Inputs:
     """What a head sees of n products.
 
     A missing modality has its mask False (and its row zeros / ""). Masks default to "present":
-    `image_mask` all True when `image` is given (all False when it is None), `text_mask` to
-    ``texts != ""``. Features are stored as contiguous float32, masks as bool.
+    `image_mask` all True when `image` or `image_activations` is given (all False when both are
+    None), `text_mask` to ``texts != ""``. Features are stored as contiguous float32, masks as
+    bool.
+
+    `image_activations` (optional, last so positional calls keep working) are the flattened
+    (n, C*H*W) activations of a photo encoder's frozen trunk ("effnet-lite0-trunk"), for heads
+    that fine-tune the rest of the network (`FineTuneHead`); `image_mask` covers them too.
     """
 
     texts: list[str]
@@ -75,24 +84,27 @@ class Inputs:
     text: np.ndarray | None = None
     image_mask: np.ndarray | None = None
     text_mask: np.ndarray | None = None
+    image_activations: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         """Validate shapes once here so that every head can trust them."""
         texts = self._checked_texts(self.texts)
         n = len(texts)
         object.__setattr__(self, "texts", texts)
-        for name in ("image", "text"):
+        for name in ("image", "text", "image_activations"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, _as_features(name, value, n))
+        has_photo_features = self.image is not None or self.image_activations is not None
         if self.image_mask is None:
-            image_mask = np.full(n, self.image is not None, dtype=bool)
+            image_mask = np.full(n, has_photo_features, dtype=bool)
         else:
             image_mask = _as_mask("image_mask", self.image_mask, n)
-            if self.image is None and image_mask.any():
+            if not has_photo_features and image_mask.any():
                 raise ValueError(
                     f"image_mask marks {int(image_mask.sum())} products as having a photo but "
-                    "image is None; pass the image features or leave image_mask out"
+                    "image is None (and so is image_activations); pass the image features or "
+                    "leave image_mask out"
                 )
         object.__setattr__(self, "image_mask", image_mask)
         if self.text_mask is None:
@@ -145,6 +157,9 @@ class Inputs:
             text=None if self.text is None else self.text[index],
             image_mask=self.has_image[index],
             text_mask=self.has_text[index],
+            image_activations=(
+                None if self.image_activations is None else self.image_activations[index]
+            ),
         )
 
 
@@ -230,7 +245,8 @@ class Head(ABC):
     """
 
     name: ClassVar[str]
-    # The feature matrices of Inputs the head needs ("image", "text"); titles are always there.
+    # The feature matrices of Inputs the head needs ("image", "text", "image_activations");
+    # titles are always there.
     modalities: ClassVar[tuple[str, ...]] = ()
     # Fitted attributes written by `fit` (besides classes_ and validation_report_).
     classes_: np.ndarray
@@ -316,13 +332,13 @@ class Head(ABC):
             self._features(X, modality)
 
     def _features(self, X: Inputs, modality: str) -> np.ndarray:
-        """X.image or X.text, refusing None with a message that says what to pass."""
+        """X.image, X.text or X.image_activations, refusing None with what to pass instead."""
         values = getattr(X, modality)
         if values is None:
             raise ValueError(
                 f"{type(self).__name__} needs {modality} features but X.{modality} is None; pass "
-                f"Inputs({modality}=...) (zeros and {modality}_mask=False for products without "
-                "one)"
+                f"Inputs({modality}=...) (zeros and {MASK_OF[modality]}=False for products "
+                "without one)"
             )
         return np.asarray(values)
 
