@@ -53,8 +53,7 @@ def _measure(job: dict[str, Any], queue: mp.Queue) -> None:  # type: ignore[type
 
 
 def _peak_mb() -> float:
-    """This process's peak resident memory. VmHWM, not ru_maxrss: on Linux ru_maxrss survives
-    exec, so a spawned child would report its parent's peak whenever its own is lower."""
+    """This process's peak resident memory (VmHWM: the high-water mark of this process alone)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
