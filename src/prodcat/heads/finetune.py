@@ -34,7 +34,6 @@ from __future__ import annotations
 import copy
 import functools
 import time
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -50,13 +49,19 @@ from prodcat.encoders.image import (
 )
 
 from .base import Head, Inputs, stratified_holdout
-from .fusion import network_class, standardiser, torch_settings
+from .fusion import (
+    class_positions,
+    drop_modalities,
+    export_logits_onnx,
+    network_class,
+    standardiser,
+    torch_settings,
+)
 
 if TYPE_CHECKING:
     import torch
 
 HOLDOUT_FRACTION = 0.1
-ONNX_OPSET = 17
 ONNX_INPUTS = ("image_activations", "text", "image_mask", "text_mask")
 # Rows per forward pass at prediction: the tail's widest activations (1152 x 7 x 7 floats per
 # photo for lite0 at 224 px) make 256 rows about 60 MB, where FusionHead's 4096 would be ~1 GB.
@@ -468,7 +473,9 @@ class FineTuneHead(Head):
         self.network_.fusion.train()
         total = 0.0
         for batch in step.batches(self.batch_size):
-            im, tm = self._drop_modalities(image_mask[batch], text_mask[batch], step.generator)
+            im, tm = drop_modalities(
+                image_mask[batch], text_mask[batch], float(self.modality_dropout), step.generator
+            )
             total += step(self.network_.fusion(pooled[batch], text[batch], im, tm), batch)
         return total / max(len(step.target), 1)
 
@@ -480,30 +487,12 @@ class FineTuneHead(Head):
         freeze_batch_norm(net.tail)  # drop connect and dropout stay on; see the docstring
         total = 0.0
         for batch in step.batches(self.batch_size):
-            im, tm = self._drop_modalities(image_mask[batch], text_mask[batch], step.generator)
+            im, tm = drop_modalities(
+                image_mask[batch], text_mask[batch], float(self.modality_dropout), step.generator
+            )
             pooled = net.image_features(activations[batch], im)
             total += step(net.fusion(pooled, text[batch], im, tm), batch)
         return total / max(len(step.target), 1)
-
-    def _drop_modalities(
-        self, image_mask: torch.Tensor, text_mask: torch.Tensor, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hide the photo (prob p) or the title (prob p) of products that have both (as
-        FusionHead); a hidden photo also skips the tail, which saves its compute."""
-        import torch
-
-        p = float(self.modality_dropout)
-        both = image_mask & text_mask
-        u = torch.rand(len(image_mask), generator=generator)
-        drop_image = both & (u < p)
-        drop_text = both & (u >= p) & (u < 2 * p)
-        return image_mask & ~drop_image, text_mask & ~drop_text
-
-    def _encode(self, y: np.ndarray) -> np.ndarray:
-        """Class positions; -1 for labels the head does not know (always counted wrong)."""
-        labels = y.astype(str)
-        pos = np.clip(np.searchsorted(self.classes_, labels), 0, len(self.classes_) - 1)
-        return np.where(self.classes_[pos] == labels, pos, -1)
 
     def _accuracy_by_modality(self, X: Inputs, y: np.ndarray) -> dict[str, float | None]:
         """Validation accuracy with the masks as given, photo only and title only.
@@ -513,7 +502,7 @@ class FineTuneHead(Head):
         """
         import torch
 
-        true = self._encode(y)
+        true = class_positions(self.classes_, y)
         pooled = self._pooled(X)
         _, text, image_mask, text_mask = self._tensors(X)
         off = torch.zeros(len(X), dtype=torch.bool)
@@ -595,31 +584,6 @@ class FineTuneHead(Head):
         Serving runs the trunk encoder ("<encoder>-trunk", same cut and size; its version is in
         config.json as trunk_version) and then this file, both under ONNX Runtime.
         """
-        import torch
-
         self._check_fitted("export_onnx")
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        example = (
-            torch.zeros(2, self.n_image_activations_features_),
-            torch.zeros(2, self.n_text_features_),
-            torch.tensor([True, False]),
-            torch.tensor([True, True]),
-        )
-        self.network_.eval()
-        batch_axis = {name: {0: "batch"} for name in (*ONNX_INPUTS, "logits")}
-        with warnings.catch_warnings():
-            # The TorchScript exporter warns that it is the legacy path; the new one needs
-            # onnxscript, which prodcat does not depend on.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(
-                self.network_,
-                example,
-                str(target),
-                input_names=list(ONNX_INPUTS),
-                output_names=["logits"],
-                dynamic_axes=batch_axis,
-                opset_version=ONNX_OPSET,
-                dynamo=False,
-            )
-        return target
+        widths = (self.n_image_activations_features_, self.n_text_features_)
+        return export_logits_onnx(self.network_, widths, path, ONNX_INPUTS)

@@ -124,6 +124,62 @@ def standardiser(features: np.ndarray, present: np.ndarray) -> tuple[np.ndarray,
     return rows.mean(axis=0).astype(np.float32), std.astype(np.float32)
 
 
+def drop_modalities(
+    image_mask: torch.Tensor, text_mask: torch.Tensor, p: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Modality dropout: hide the photo (prob p) or the title (prob p) of products with both."""
+    import torch
+
+    both = image_mask & text_mask
+    u = torch.rand(len(image_mask), generator=generator)
+    drop_image = both & (u < p)
+    drop_text = both & (u >= p) & (u < 2 * p)
+    return image_mask & ~drop_image, text_mask & ~drop_text
+
+
+def class_positions(classes: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Class positions; -1 for labels the head does not know (always counted wrong)."""
+    labels = y.astype(str)
+    pos = np.clip(np.searchsorted(classes, labels), 0, len(classes) - 1)
+    return np.where(classes[pos] == labels, pos, -1)
+
+
+def export_logits_onnx(
+    network: torch.nn.Module,
+    widths: tuple[int, int],
+    path: str | Path,
+    input_names: tuple[str, ...],
+) -> Path:
+    """ONNX of a (features, text, image_mask, text_mask) -> logits network, any batch size."""
+    import torch
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    example = (
+        torch.zeros(2, widths[0]),
+        torch.zeros(2, widths[1]),
+        torch.tensor([True, False]),
+        torch.tensor([True, True]),
+    )
+    network.eval()
+    batch_axis = {name: {0: "batch"} for name in (*input_names, "logits")}
+    with warnings.catch_warnings():
+        # The TorchScript exporter warns that it is the legacy path; the new one needs
+        # onnxscript, which prodcat does not depend on.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            network,
+            example,
+            str(target),
+            input_names=list(input_names),
+            output_names=["logits"],
+            dynamic_axes=batch_axis,
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
+    return target
+
+
 class FusionHead(Head):
     """Photo + title embeddings, fused by a small MLP trained with modality dropout.
 
@@ -293,7 +349,9 @@ class FusionHead(Head):
             total = 0.0
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
-                im, tm = self._drop_modalities(image_mask[batch], text_mask[batch], generator)
+                im, tm = drop_modalities(
+                    image_mask[batch], text_mask[batch], float(self.modality_dropout), generator
+                )
                 loss = loss_fn(net(image[batch], text[batch], im, tm), target[batch])
                 optimiser.zero_grad()
                 loss.backward()
@@ -321,25 +379,6 @@ class FusionHead(Head):
         net.eval()
         return history
 
-    def _drop_modalities(
-        self, image_mask: torch.Tensor, text_mask: torch.Tensor, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hide the photo (prob p) or the title (prob p) of products that have both."""
-        import torch
-
-        p = float(self.modality_dropout)
-        both = image_mask & text_mask
-        u = torch.rand(len(image_mask), generator=generator)
-        drop_image = both & (u < p)
-        drop_text = both & (u >= p) & (u < 2 * p)
-        return image_mask & ~drop_image, text_mask & ~drop_text
-
-    def _encode(self, y: np.ndarray) -> np.ndarray:
-        """Class positions; -1 for labels the head does not know (always counted wrong)."""
-        labels = y.astype(str)
-        pos = np.clip(np.searchsorted(self.classes_, labels), 0, len(self.classes_) - 1)
-        return np.where(self.classes_[pos] == labels, pos, -1)
-
     def _predict_indices(self, X: Inputs) -> np.ndarray:
         if len(X) == 0:
             return np.zeros(0, dtype=np.int64)
@@ -351,7 +390,7 @@ class FusionHead(Head):
         Photo only / title only force the other mask off and count the products that have that
         modality; None when there are none.
         """
-        true = self._encode(y)
+        true = class_positions(self.classes_, y)
         off = np.zeros(len(X), dtype=bool)
         variants = {
             "as_given": (X.has_image, X.has_text, np.ones(len(X), dtype=bool)),
@@ -410,31 +449,6 @@ class FusionHead(Head):
     def export_onnx(self, path: str | Path) -> Path:
         """Write the network as ONNX: inputs image, text (float32), image_mask, text_mask (bool),
         output logits (float32), any batch size. Serving then needs only onnxruntime."""
-        import torch
-
         self._check_fitted("export_onnx")
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        example = (
-            torch.zeros(2, self.n_image_features_),
-            torch.zeros(2, self.n_text_features_),
-            torch.tensor([True, False]),
-            torch.tensor([True, True]),
-        )
-        self.network_.eval()
-        batch_axis = {name: {0: "batch"} for name in (*ONNX_INPUTS, "logits")}
-        with warnings.catch_warnings():
-            # The TorchScript exporter warns that it is the legacy path; the new one needs
-            # onnxscript, which prodcat does not depend on.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(
-                self.network_,
-                example,
-                str(target),
-                input_names=list(ONNX_INPUTS),
-                output_names=["logits"],
-                dynamic_axes=batch_axis,
-                opset_version=ONNX_OPSET,
-                dynamo=False,
-            )
-        return target
+        widths = (self.n_image_features_, self.n_text_features_)
+        return export_logits_onnx(self.network_, widths, path, ONNX_INPUTS)
