@@ -351,7 +351,11 @@ def predict_cmd(
     inputs, errors = loaded.encode(cat.products, FeatureCache(cache_dir))
     proba = loaded.predict_proba(inputs)
     answers = loaded.predictions(
-        [p.id for p in cat.products], proba, min_confidence=min_confidence, errors=errors
+        [p.id for p in cat.products],
+        proba,
+        min_confidence=min_confidence,
+        errors=errors,
+        inputs=inputs,
     )
     rejected = [
         Prediction(

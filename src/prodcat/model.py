@@ -27,6 +27,9 @@ from prodcat.taxonomy import Taxonomy, format_path, parse_path
 
 MODEL_FORMAT = 1
 TOP_K = 5
+# What happens to a prediction: labelled automatically, sent to a person with suggestions, or
+# flagged as a kind of product the model does not know (also sent to a person).
+DECISIONS = ("accept", "review", "unknown")
 
 
 class ModelError(ValueError):
@@ -42,6 +45,9 @@ class Prediction:
     probability: float
     level_probabilities: list[float]
     top: list[tuple[str, float]]
+    decision: str = "review"
+    ood_score: float | None = None
+    modalities: list[str] = field(default_factory=list)  # what the answer was made from
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -51,6 +57,9 @@ class Prediction:
             "probability": self.probability,
             "level_probabilities": self.level_probabilities,
             "top": [{"category": c, "probability": p} for c, p in self.top],
+            "decision": self.decision,
+            "ood_score": self.ood_score,
+            "modalities": self.modalities,
             "error": self.error,
         }
 
@@ -96,6 +105,34 @@ class Model:
         return parts[0] if len(parts) == 1 else Features.concatenate(parts)
 
     # -- prediction -----------------------------------------------------------------------
+    def predict(
+        self,
+        products: Sequence[Product],
+        cache: FeatureCache | None = None,
+        *,
+        min_confidence: float | None = None,
+        progress: bool = False,
+    ) -> list[Prediction]:
+        """One answer per product, in order: the Python API behind `prodcat predict`."""
+        if cache is None:
+            from prodcat.paths import default_cache_dir
+
+            cache = FeatureCache(default_cache_dir())
+        inputs, errors = self.encode(products, cache, progress=progress)
+        proba = self.predict_proba(inputs)
+        return self.predictions(
+            [p.id for p in products],
+            proba,
+            min_confidence=min_confidence,
+            errors=errors,
+            inputs=inputs,
+        )
+
+    @property
+    def accept_threshold(self) -> float:
+        """Probability at or above which an answer is accepted without a person."""
+        return float(self.options.get("accept_threshold", 0.9))
+
     def predict_proba(self, inputs: Inputs) -> np.ndarray:
         return self.head.predict_proba(inputs)
 
@@ -106,6 +143,7 @@ class Model:
         *,
         min_confidence: float | None = None,
         errors: dict[str, str] | None = None,
+        inputs: Inputs | None = None,
     ) -> list[Prediction]:
         """Turn probabilities into answers; `min_confidence` backs off to a confident ancestor."""
         classes = self.classes
@@ -116,6 +154,7 @@ class Model:
         for i, pid in enumerate(ids):
             top = [(classes[j], float(proba[i, j])) for j in top_idx[i]]
             category, probability = chosen[i] if chosen else top[0]
+            decision = "accept" if top[0][1] >= self.accept_threshold else "review"
             out.append(
                 Prediction(
                     id=pid,
@@ -123,6 +162,8 @@ class Model:
                     probability=float(probability),
                     level_probabilities=[float(p) for p in levels[i].values()],
                     top=top,
+                    decision=decision,
+                    modalities=_modalities(inputs, i),
                     error=(errors or {}).get(pid),
                 )
             )
@@ -169,6 +210,17 @@ class Model:
             figures=config.get("figures", {}),
             fingerprint=config.get("training_data_fingerprint", ""),
         )
+
+
+def _modalities(inputs: Inputs | None, i: int) -> list[str]:
+    if inputs is None:
+        return []
+    names = []
+    if inputs.image_mask is not None and inputs.image_mask[i]:
+        names.append("image")
+    if inputs.text_mask is not None and inputs.text_mask[i]:
+        names.append("text")
+    return names
 
 
 def split_encoders(name: str) -> list[str]:

@@ -20,7 +20,7 @@ def write_predictions(path: str | Path, predictions: Sequence[Prediction]) -> Pa
         return path
     if path.suffix.lower() != ".csv":
         raise ValueError(f"{path}: expected a .csv or .jsonl file name")
-    columns = ["id", "category", "probability", "level_probabilities"]
+    columns = ["id", "category", "probability", "decision", "ood_score", "level_probabilities"]
     for k in range(1, TOP_K + 1):
         columns += [f"top{k}", f"top{k}_probability"]
     columns.append("error")
@@ -32,6 +32,8 @@ def write_predictions(path: str | Path, predictions: Sequence[Prediction]) -> Pa
                 "id": p.id,
                 "category": p.category,
                 "probability": f"{p.probability:.6f}" if p.category else "",
+                "decision": p.decision if p.category else "",
+                "ood_score": "" if p.ood_score is None else f"{p.ood_score:.6f}",
                 "level_probabilities": " | ".join(f"{x:.6f}" for x in p.level_probabilities),
                 "error": p.error or "",
             }
