@@ -37,3 +37,19 @@ def private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
     patcher.setenv("PRODCAT_CACHE_DIR", str(folder))
     yield folder
     patcher.undo()
+
+
+@pytest.fixture(scope="session")
+def sample_model_dir(
+    tmp_path_factory: pytest.TempPathFactory, sample_catalogue: Catalogue, private_cache_dir: Path
+) -> Path:
+    """A fusion model trained once per session on the sample (seed 0) and saved; read it only."""
+    from prodcat.cache import FeatureCache
+    from prodcat.train import TrainOptions, train
+
+    result = train(
+        sample_catalogue,
+        TrainOptions(model="fusion", seed=0),
+        cache=FeatureCache(private_cache_dir),
+    )
+    return result.model.save(tmp_path_factory.mktemp("sample-model") / "fusion")

@@ -15,6 +15,7 @@ from prodcat.cache import FeatureCache
 from prodcat.catalogue import Catalogue
 from prodcat.cli import app
 from prodcat.model import Model, ModelError
+from prodcat.taxonomy import format_path
 from prodcat.train import TrainOptions, train
 
 runner = CliRunner()
@@ -170,3 +171,21 @@ def test_option_errors_are_clear() -> None:
         TrainOptions(top_classes=3, min_class_count=2)
     with pytest.raises(ValueError, match="dense text embeddings"):
         TrainOptions(model="fusion", text_encoder="tfidf")
+
+
+def test_the_python_api_answers_every_product_with_a_decision(
+    sample_model_dir: Path, sample_catalogue: Catalogue
+) -> None:
+    model = Model.load(sample_model_dir)
+    products = sample_catalogue.products[:40]
+    answers = model.predict(products)
+    assert [a.id for a in answers] == [p.id for p in products]
+    assert {a.decision for a in answers} <= {"accept", "review", "unknown"}
+    # Sure answers are accepted, unsure ones go to review: the decision follows the threshold.
+    for a in answers:
+        assert (a.decision == "accept") == (a.top[0][1] >= model.accept_threshold)
+        assert a.modalities == ["image", "text"]
+    right = sum(
+        a.category == format_path(p.label or ()) for a, p in zip(answers, products, strict=True)
+    )
+    assert right >= 36
