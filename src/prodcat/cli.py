@@ -24,9 +24,11 @@ from prodcat.catalogue import (
 )
 from prodcat.encoders.registry import get_encoder, list_encoders
 from prodcat.features import encode_products
+from prodcat.inference import Predictor
 from prodcat.model import Model, ModelError, Prediction
 from prodcat.predictions import write_predictions
 from prodcat.report import write_report
+from prodcat.serve_command import serve
 from prodcat.split import split_catalogue
 from prodcat.train import TrainOptions, TrainResult, evaluate_products, train
 
@@ -333,7 +335,6 @@ def predict_cmd(
         float | None,
         typer.Option(help="Back off to the deepest ancestor at least this probable."),
     ] = None,
-    cache_dir: CacheDir = None,
     id_column: IdColumn = "id",
     text_column: TextColumns = None,
     image_column: ImageColumn = "image",
@@ -341,22 +342,18 @@ def predict_cmd(
     label_columns: LabelColumns = None,
     separator: Separator = ">",
 ) -> None:
-    """Label products from a file; rows that cannot be read get an error, the batch goes on."""
+    """Label products from a file; rows that cannot be read get an error, the batch goes on.
+
+    Photos and titles are encoded in memory on ONNX Runtime (no feature cache, no torch), the
+    path the REST API takes, with photos decoded in threads while the networks run."""
     if out_file.suffix.lower() not in (".csv", ".jsonl"):
         err.print(f"[red]error:[/red] --out {out_file}: expected a .csv or .jsonl file name")
         raise typer.Exit(2)
     mapping = _mapping(id_column, text_column, image_column, label_column, label_columns, separator)
     loaded = _load_model(model_dir)
     cat = _load(catalogue, mapping)
-    inputs, errors = loaded.encode(cat.products, FeatureCache(cache_dir))
-    proba = loaded.predict_proba(inputs)
-    answers = loaded.predictions(
-        [p.id for p in cat.products],
-        proba,
-        min_confidence=min_confidence,
-        errors=errors,
-        inputs=inputs,
-    )
+    answers = Predictor(loaded).predict_products(cat.products, min_confidence=min_confidence)
+    errors = [a for a in answers if a.error]
     rejected = [
         Prediction(
             id=pr.id or f"line {pr.row}",
@@ -454,6 +451,9 @@ def demo(
         "- your own catalogue:  prodcat check products.csv --label-columns a,b,c\n"
         "- the catalogue format and the code map: README.md"
     )
+
+
+app.command("serve")(serve)  # prodcat.serve_command: the REST API under uvicorn
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from prodcat.cache import FeatureCache
 from prodcat.catalogue import Product
 from prodcat.encoders.registry import get_encoder
 from prodcat.features import Features, encode_products
-from prodcat.heads import Head, Inputs, load_head
+from prodcat.heads import Head, Inputs
+from prodcat.heads.onnx_runtime import export_head_onnx, load_predict_head
 from prodcat.hierarchy import back_off, level_probabilities
 from prodcat.taxonomy import Taxonomy, format_path, parse_path
 
@@ -81,6 +82,11 @@ class Model:
         return [str(c) for c in self.head.classes_]
 
     @property
+    def head_kind(self) -> str:
+        """The head's name ("fusion"...), also when it runs from its ONNX graph."""
+        return str(getattr(self.head, "kind_", self.head.name))
+
+    @property
     def taxonomy(self) -> Taxonomy:
         return Taxonomy.from_paths(parse_path(c) for c in self.classes)
 
@@ -113,11 +119,15 @@ class Model:
         min_confidence: float | None = None,
         progress: bool = False,
     ) -> list[Prediction]:
-        """One answer per product, in order: the Python API behind `prodcat predict`."""
-        if cache is None:
-            from prodcat.paths import default_cache_dir
+        """One answer per product, in order: the Python API behind `prodcat predict`.
 
-            cache = FeatureCache(default_cache_dir())
+        Without `cache`, photos and titles are encoded in memory (`prodcat.inference`, the path
+        `prodcat predict` and the REST API take); with one, features go through the feature cache.
+        """
+        if cache is None:
+            from prodcat.inference import Predictor
+
+            return Predictor(self).predict_products(products, min_confidence=min_confidence)
         inputs, errors = self.encode(products, cache, progress=progress)
         proba = self.predict_proba(inputs)
         return self.predictions(
@@ -174,10 +184,11 @@ class Model:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.head.save(folder / "head")
+        export_head_onnx(self.head, folder / "head")  # torch heads: served by ONNX Runtime
         config = {
             "format": MODEL_FORMAT,
             "prodcat_version": __version__,
-            "head": self.head.name,
+            "head": self.head_kind,
             "classes": self.classes,
             "taxonomy": self.taxonomy.to_json(),
             "encoders": {"image": self.image_encoder, "text": self.text_encoder},
@@ -190,11 +201,13 @@ class Model:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> Model:
+    def load(cls, folder: str | Path, *, runtime: str = "onnx") -> Model:
+        """Open a saved model; runtime "onnx" runs a torch head from its exported graph (no
+        torch imported), "torch" reopens the head itself (to inspect or refit it)."""
         folder = Path(folder)
         config = _read_model_json(folder)
         _check_encoder_versions(config["encoder_versions"], folder)
-        head = load_head(folder / "head")
+        head = load_predict_head(folder / "head", runtime=runtime)
         if [str(c) for c in head.classes_] != config["classes"]:
             raise ModelError(
                 f"{folder}: the head's classes differ from model.json's "

@@ -1,0 +1,202 @@
+"""In-memory prediction: (title, photo bytes or file) -> Prediction, on ONNX Runtime alone.
+
+The path the REST API, `prodcat predict` and `Model.predict(products)` share, so the three give the
+same answers for the same product. Photos are decoded and preprocessed (`prepare`, Pillow releases
+the GIL) apart from the networks (`run`), so a caller can decode the next products in worker
+threads while ONNX Runtime encodes the current ones. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from prodcat.catalogue import Product
+from prodcat.encoders.base import Encoder, ImageEncoder
+from prodcat.encoders.registry import get_encoder
+from prodcat.heads import Inputs
+from prodcat.images import MAX_PIXELS, ImageError, load_image, read_image
+from prodcat.model import Model, Prediction, split_encoders
+
+# Products per network call in `predict_products`; decoding runs PREFETCH chunks ahead.
+CHUNK = 64
+PREFETCH = 2
+
+
+@dataclass(frozen=True)
+class Item:
+    """One product to label: its id, title ('' if none) and photo (encoded bytes, a file, None)."""
+
+    id: str
+    title: str = ""
+    image: bytes | Path | None = None
+
+
+@dataclass
+class Prepared:
+    """Items with their photos decoded and preprocessed, ready for the networks."""
+
+    items: list[Item]
+    pixels: np.ndarray | None  # uint8 (n_decoded, size, size, 3)
+    decoded: np.ndarray  # (n,) bool: which items' photos are in `pixels`, in order
+    errors: dict[int, str] = field(default_factory=dict)  # item index -> why its photo failed
+    decode_ms: float = 0.0
+
+
+@dataclass
+class Timings:
+    """Milliseconds spent per stage for one call (a batch shares them)."""
+
+    decode_ms: float = 0.0
+    image_ms: float = 0.0
+    text_ms: float = 0.0
+    head_ms: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 3) for k, v in vars(self).items()}
+
+
+class Predictor:
+    """A model and its encoders, opened once; `predict` labels items held in memory."""
+
+    def __init__(self, model: Model, *, max_pixels: int = MAX_PIXELS) -> None:
+        self.model = model
+        self.max_pixels = max_pixels
+        self.image_encoder: ImageEncoder | None = None
+        if model.image_encoder:
+            encoder = get_encoder(model.image_encoder)
+            if not isinstance(encoder, ImageEncoder):
+                raise TypeError(f"{model.image_encoder} is not an image encoder")
+            self.image_encoder = encoder
+        self.text_encoders: list[Encoder] = [
+            get_encoder(part) for part in split_encoders(model.text_encoder or "")
+        ]
+        # A fine-tune head reads the trunk's activations, the others pooled features.
+        self._image_input = (
+            "image_activations" if (model.image_encoder or "").endswith("-trunk") else "image"
+        )
+
+    @classmethod
+    def load(cls, folder: str | Path, **kwargs: int) -> Predictor:
+        return cls(Model.load(folder), **kwargs)
+
+    def warm_up(self) -> None:
+        """Open every ONNX session now (they open lazily), so the first request is not slow."""
+        white = white_png()
+        self.predict([Item("warm-up", "warm up", white)])
+
+    # -- the two stages ---------------------------------------------------------------------
+    def prepare(self, items: Sequence[Item]) -> Prepared:
+        """Decode and preprocess the photos; a photo that fails gets an error, not an exception."""
+        started = time.perf_counter()
+        items = list(items)
+        decoded = np.zeros(len(items), dtype=bool)
+        arrays, errors = [], {}
+        encoder = self.image_encoder
+        for index, item in enumerate(items):
+            if encoder is None or item.image is None:
+                continue
+            try:
+                arrays.append(encoder.preprocess(self._decode(item.image, encoder.draft_size)))
+            except ImageError as exc:
+                errors[index] = f"image: {exc}"
+                continue
+            decoded[index] = True
+        pixels = np.stack(arrays) if arrays else None
+        elapsed = (time.perf_counter() - started) * 1000
+        return Prepared(items, pixels, decoded, errors, elapsed)
+
+    def _decode(self, image: bytes | Path, draft_size: int) -> object:
+        if isinstance(image, Path):
+            return load_image(image, max_pixels=self.max_pixels, draft_size=draft_size)
+        return read_image(image, max_pixels=self.max_pixels, draft_size=draft_size)
+
+    def run(
+        self, prepared: Prepared, *, min_confidence: float | None = None
+    ) -> tuple[list[Prediction], Timings]:
+        """Encode, classify and answer the prepared items, in order."""
+        items, n = prepared.items, len(prepared.items)
+        timings = Timings(decode_ms=prepared.decode_ms)
+        features: dict[str, np.ndarray] = {}
+        masks: dict[str, np.ndarray] = {}
+        if self.image_encoder is not None:
+            t0 = time.perf_counter()
+            matrix = np.zeros((n, self.image_encoder.dim), dtype=np.float32)
+            if prepared.pixels is not None:
+                matrix[prepared.decoded] = self.image_encoder.encode_arrays(prepared.pixels)
+            features[self._image_input], masks["image_mask"] = matrix, prepared.decoded
+            timings.image_ms = (time.perf_counter() - t0) * 1000
+        titles = [item.title for item in items]
+        if self.text_encoders:
+            t0 = time.perf_counter()
+            has_text = np.array([t != "" for t in titles], dtype=bool)
+            present = [t for t in titles if t]
+            parts = [np.asarray(e.encode(present), dtype=np.float32) for e in self.text_encoders]
+            matrix = np.zeros((n, sum(p.shape[1] for p in parts)), dtype=np.float32)
+            if present:
+                matrix[has_text] = np.hstack(parts)
+            features["text"], masks["text_mask"] = matrix, has_text
+            timings.text_ms = (time.perf_counter() - t0) * 1000
+        t0 = time.perf_counter()
+        inputs = Inputs(texts=titles, **features, **masks)
+        proba = self.model.predict_proba(inputs)
+        errors = {items[i].id: message for i, message in prepared.errors.items()}
+        answers = self.model.predictions(
+            [item.id for item in items],
+            proba,
+            min_confidence=min_confidence,
+            errors=errors,
+            inputs=inputs,
+        )
+        timings.head_ms = (time.perf_counter() - t0) * 1000
+        return answers, timings
+
+    # -- conveniences ------------------------------------------------------------------------
+    def predict(
+        self, items: Sequence[Item], *, min_confidence: float | None = None
+    ) -> list[Prediction]:
+        """One answer per item, in order (a photo that fails is answered from the title)."""
+        return self.run(self.prepare(items), min_confidence=min_confidence)[0]
+
+    def predict_products(
+        self,
+        products: Sequence[Product],
+        *,
+        min_confidence: float | None = None,
+        chunk: int = CHUNK,
+    ) -> list[Prediction]:
+        """Catalogue products, in chunks: two threads read and decode the next chunks while the
+        current one runs through the networks (both release the GIL)."""
+        answers: list[Prediction] = []
+        for prepared in self.prepare_chunks(products, chunk=chunk):
+            answers += self.run(prepared, min_confidence=min_confidence)[0]
+        return answers
+
+    def prepare_chunks(
+        self, products: Sequence[Product], *, chunk: int = CHUNK
+    ) -> Iterator[Prepared]:
+        items = [Item(p.id, p.text, p.image) for p in products]
+        chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = [pool.submit(self.prepare, c) for c in chunks[:PREFETCH]]
+            for i in range(len(chunks)):
+                prepared = futures[i].result()
+                if i + PREFETCH < len(chunks):
+                    futures.append(pool.submit(self.prepare, chunks[i + PREFETCH]))
+                yield prepared
+
+
+def white_png() -> bytes:
+    """A small white PNG (warm-up input)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (255, 255, 255)).save(buffer, format="PNG")
+    return buffer.getvalue()

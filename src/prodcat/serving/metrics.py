@@ -1,0 +1,89 @@
+"""Prometheus metrics of one worker: requests, latencies, decisions, errors, micro-batch sizes.
+
+Each app has its own registry (tests build several apps in one process). With several uvicorn
+workers each reports its own figures; scrape them per process or run one worker per container.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.requests import Request
+from starlette.responses import Response
+
+if TYPE_CHECKING:
+    from .predictor import Answer
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, model_version: str) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "prodcat_http_requests", "HTTP requests by route and status.",
+            ["method", "route", "status"], registry=r,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "prodcat_http_request_duration_seconds", "Time from request to response, by route.",
+            ["route"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.errors = Counter(
+            "prodcat_http_errors", "Requests answered with a 4xx or 5xx status.",
+            ["route", "status"], registry=r,
+        )  # fmt: skip
+        self.item_errors = Counter(
+            "prodcat_batch_item_errors", "Batch items refused, by the field that was wrong.",
+            ["field"], registry=r,
+        )  # fmt: skip
+        self.decisions = Counter(
+            "prodcat_predictions", "Products answered, by decision.", ["decision"], registry=r
+        )
+        self.batch_size = Histogram(
+            "prodcat_micro_batch_size", "Products per network call.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r,
+        )  # fmt: skip
+        info = Gauge("prodcat_model_info", "The model served.", ["model_version"], registry=r)
+        info.labels(model_version=model_version).set(1)
+
+    async def middleware(
+        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        self.requests.labels(request.method, route, str(response.status_code)).inc()
+        self.latency.labels(route).observe(time.perf_counter() - started)
+        if response.status_code >= 400:
+            self.errors.labels(route, str(response.status_code)).inc()
+        return response
+
+    def count_decisions(self, answers: Sequence[Answer]) -> None:
+        for answer in answers:
+            self.decisions.labels(answer.prediction.decision).inc()
+        if answers:
+            self.batch_size.observe(answers[0].timings["batch_size"])
+
+    def count_item_error(self, field: str | None) -> None:
+        self.item_errors.labels(_field_kind(field)).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _field_kind(field: str | None) -> str:
+    """'items[3].title' -> 'title': a label per kind of field, not per position."""
+    return (field or "unknown").rsplit(".", 1)[-1]

@@ -1,0 +1,246 @@
+"""The model of one worker process: loaded once, fed by a micro-batcher, guarded by input checks.
+
+Requests decode their own photo in a worker thread, then queue for the networks. One task takes
+everything queued and runs it as one batch on a single thread, so concurrent requests share
+network calls instead of fighting over the cores (ONNX Runtime already uses all of them per call);
+under light load a request runs alone, with no wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import time
+import unicodedata
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from prodcat.inference import Item, Prepared, Predictor, Timings
+from prodcat.model import Model, Prediction
+
+from .settings import Settings
+
+ALLOWED_CONTROLS = {"\t", "\n", "\r"}
+
+
+class InputError(ValueError):
+    """A product the API cannot use; `field` names the part, `status` the HTTP status."""
+
+    def __init__(self, message: str, *, field: str | None = None, status: int = 422) -> None:
+        super().__init__(message)
+        self.field = field
+        self.status = status
+
+
+def check_title(title: object, max_chars: int, field: str = "title") -> str:
+    """A usable title ('' when absent), or an InputError that says what is wrong with it."""
+    if title is None:
+        return ""
+    if not isinstance(title, str):
+        raise InputError(f"{field} is a {type(title).__name__}; expected a string", field=field)
+    if len(title) > max_chars:
+        raise InputError(
+            f"{field} has {len(title):,} characters; the limit is {max_chars:,}", field=field
+        )
+    for position, char in enumerate(title):
+        category = unicodedata.category(char)
+        if (category == "Cc" and char not in ALLOWED_CONTROLS) or category == "Cs":
+            what = "an unpaired surrogate" if category == "Cs" else "the control character"
+            raise InputError(
+                f"{field} contains {what} U+{ord(char):04X} at position {position}; "
+                "expected plain text",
+                field=field,
+            )
+    return " ".join(title.split())  # newlines and runs of spaces carry no meaning in a title
+
+
+def decode_base64(data: str, max_bytes: int, field: str = "image_base64") -> bytes:
+    """The bytes of a base64 photo; refuses invalid base64 and photos over the size limit."""
+    if len(data) > (max_bytes * 4) // 3 + 4:
+        raise InputError(
+            f"{field} holds more than {max_bytes:,} bytes; the limit is {max_bytes:,}",
+            field=field,
+            status=413,
+        )
+    text = "".join(data.split())
+    if text.startswith("data:") and "," in text:  # a data URL: keep the payload
+        text = text.split(",", 1)[1]
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InputError(f"{field} is not valid base64 ({exc})", field=field) from None
+    if not raw:
+        raise InputError(f"{field} is empty; send the photo's bytes in base64", field=field)
+    return raw
+
+
+@dataclass
+class Answer:
+    prediction: Prediction
+    timings: dict[str, float]
+
+
+class ServicePredictor:
+    """The worker's model, its version, its limits and the micro-batcher in front of it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        started = time.perf_counter()
+        self.model = Model.load(settings.model_dir)
+        self.predictor = Predictor(self.model, max_pixels=settings.max_image_pixels)
+        self.model_version = model_version(settings.model_dir)
+        if settings.warm_up:
+            self.predictor.warm_up()
+        self.load_seconds = time.perf_counter() - started
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prodcat-model")
+        self._queue: asyncio.Queue[tuple[Prepared, asyncio.Future[object], float]] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- requests ---------------------------------------------------------------------------
+    def item(
+        self, index: str | None, title: object, image: bytes | None, *, prefix: str = ""
+    ) -> Item:
+        """Check one product's fields; refuses a product with neither a title nor a photo."""
+        clean = check_title(title, self.settings.max_title_chars, field=f"{prefix}title")
+        if image is not None and len(image) > self.settings.max_image_bytes:
+            raise InputError(
+                f"the image has {len(image):,} bytes; the limit is "
+                f"{self.settings.max_image_bytes:,}",
+                field=f"{prefix}image",
+                status=413,
+            )
+        if not clean and image is None:
+            raise InputError(
+                "the product has neither a title nor an image; send a title, an image or both",
+                field=f"{prefix}title",
+            )
+        return Item(index or "", clean, image)
+
+    def prepare(self, item: Item, image_field: str) -> Prepared:
+        """Decode the photo (run in a worker thread); a photo that fails is an InputError."""
+        prepared = self.predictor.prepare([item])
+        if prepared.errors:
+            message = prepared.errors[0].removeprefix("image: ")
+            raise InputError(f"{image_field}: {message}", field=image_field)
+        return prepared
+
+    async def answer(self, prepared: Prepared) -> list[Answer]:
+        """Queue decoded products for the networks and wait for their answers."""
+        if self._queue is None:
+            raise RuntimeError("the predictor was not started (ServicePredictor.start)")
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        await self._queue.put((prepared, future, time.perf_counter()))
+        result = await future
+        assert isinstance(result, list)  # noqa: S101 (set by _loop only)
+        return result
+
+    # -- the batcher --------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        assert self._queue is not None  # noqa: S101
+        loop = asyncio.get_running_loop()
+        window = self.settings.batch_window_ms / 1000
+        while True:
+            jobs = [await self._queue.get()]
+            size = len(jobs[0][0].items)
+            deadline = loop.time() + window
+            while size < self.settings.max_micro_batch:
+                try:
+                    if window > 0 and loop.time() < deadline:
+                        job = await asyncio.wait_for(self._queue.get(), deadline - loop.time())
+                    else:
+                        job = self._queue.get_nowait()
+                except (TimeoutError, asyncio.QueueEmpty):
+                    break
+                jobs.append(job)
+                size += len(job[0].items)
+            await self._run(jobs, loop)
+
+    async def _run(
+        self,
+        jobs: list[tuple[Prepared, asyncio.Future[object], float]],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        merged = merge_prepared([job[0] for job in jobs])
+        run_started = time.perf_counter()
+        try:
+            predictions, timings = await loop.run_in_executor(
+                self._executor, self._predict, merged
+            )
+        except Exception as exc:  # the networks failed: every waiting request hears why
+            for _, future, _ in jobs:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        offset = 0
+        for prepared, future, queued in jobs:
+            n = len(prepared.items)
+            answers = [
+                Answer(p, self._timings(prepared, timings, queued, run_started, len(merged.items)))
+                for p in predictions[offset : offset + n]
+            ]
+            offset += n
+            if not future.done():
+                future.set_result(answers)
+
+    def _predict(self, prepared: Prepared) -> tuple[list[Prediction], Timings]:
+        return self.predictor.run(prepared, min_confidence=self.settings.min_confidence)
+
+    @staticmethod
+    def _timings(
+        prepared: Prepared, timings: Timings, queued: float, run_started: float, batch: int
+    ) -> dict[str, float]:
+        return {
+            "decode_ms": round(prepared.decode_ms, 3),
+            "queue_ms": round((run_started - queued) * 1000, 3),
+            "image_ms": round(timings.image_ms, 3),
+            "text_ms": round(timings.text_ms, 3),
+            "head_ms": round(timings.head_ms, 3),
+            "batch_size": batch,
+        }
+
+
+def merge_prepared(parts: list[Prepared]) -> Prepared:
+    """Several requests' decoded products as one batch, in order."""
+    if len(parts) == 1:
+        return parts[0]
+    pixels = [p.pixels for p in parts if p.pixels is not None]
+    errors: dict[int, str] = {}
+    offset = 0
+    for part in parts:
+        errors.update({offset + i: message for i, message in part.errors.items()})
+        offset += len(part.items)
+    return Prepared(
+        items=[item for p in parts for item in p.items],
+        pixels=np.concatenate(pixels) if pixels else None,
+        decoded=np.concatenate([p.decoded for p in parts]),
+        errors=errors,
+        decode_ms=sum(p.decode_ms for p in parts),
+    )
+
+
+def model_version(folder: Path) -> str:
+    """A short content hash of the model's files that define its answers."""
+    digest = hashlib.sha256()
+    for name in ("model.json", "head/config.json", "head/weights.safetensors", "head/head.onnx"):
+        path = Path(folder) / name
+        if path.is_file():
+            digest.update(name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]

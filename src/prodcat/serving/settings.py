@@ -1,0 +1,42 @@
+"""Service settings from environment variables (PRODCAT_*) or a .env file, via pydantic-settings.
+
+Tests build `Settings(...)` directly and pass it to `create_app`, overriding anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from prodcat.images import MAX_PIXELS
+
+
+class Settings(BaseSettings):
+    """What the service loads and the limits it enforces on every request."""
+
+    model_config = SettingsConfigDict(env_prefix="PRODCAT_", env_file=".env", extra="ignore")
+
+    model_dir: Path = Field(description="The model directory written by `prodcat train`.")
+    # Comma-separated in the environment: PRODCAT_API_KEYS=key1,key2. Empty: no keys needed.
+    api_keys: Annotated[frozenset[str], NoDecode] = frozenset()
+    api_key_header: str = "X-API-Key"
+    max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(default=MAX_PIXELS, ge=1)
+    max_title_chars: int = Field(default=2000, ge=1)
+    max_batch_items: int = Field(default=64, ge=1)
+    # Micro-batching: concurrent single requests waiting at most this long are encoded together.
+    batch_window_ms: float = Field(default=2.0, ge=0)
+    max_micro_batch: int = Field(default=32, ge=1)
+    min_confidence: float | None = Field(default=None, gt=0, le=1)
+    warm_up: bool = True
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(k.strip() for k in value.split(",") if k.strip())
+        return value
