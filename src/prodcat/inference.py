@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL.Image import Image as PILImage
 
 from prodcat.catalogue import Product
 from prodcat.encoders.base import Encoder, ImageEncoder
@@ -64,17 +65,22 @@ class Timings:
 class Predictor:
     """A model and its encoders, opened once; `predict` labels items held in memory."""
 
-    def __init__(self, model: Model, *, max_pixels: int = MAX_PIXELS) -> None:
+    def __init__(
+        self, model: Model, *, max_pixels: int = MAX_PIXELS, backend: str = "onnx"
+    ) -> None:
+        """`backend="torch"` runs the neural encoders in PyTorch: the reference the benchmarks
+        compare against (load the model with `runtime="torch"` for a torch head too)."""
         self.model = model
         self.max_pixels = max_pixels
         self.image_encoder: ImageEncoder | None = None
         if model.image_encoder:
-            encoder = get_encoder(model.image_encoder)
+            encoder = get_encoder(model.image_encoder, **_backend(model.image_encoder, backend))
             if not isinstance(encoder, ImageEncoder):
                 raise TypeError(f"{model.image_encoder} is not an image encoder")
             self.image_encoder = encoder
         self.text_encoders: list[Encoder] = [
-            get_encoder(part) for part in split_encoders(model.text_encoder or "")
+            get_encoder(part, **_backend(part, backend))
+            for part in split_encoders(model.text_encoder or "")
         ]
         # A fine-tune head reads the trunk's activations, the others pooled features.
         self._image_input = (
@@ -82,8 +88,8 @@ class Predictor:
         )
 
     @classmethod
-    def load(cls, folder: str | Path, **kwargs: int) -> Predictor:
-        return cls(Model.load(folder), **kwargs)
+    def load(cls, folder: str | Path, *, max_pixels: int = MAX_PIXELS) -> Predictor:
+        return cls(Model.load(folder), max_pixels=max_pixels)
 
     def warm_up(self) -> None:
         """Open every ONNX session now (they open lazily), so the first request is not slow."""
@@ -111,7 +117,7 @@ class Predictor:
         elapsed = (time.perf_counter() - started) * 1000
         return Prepared(items, pixels, decoded, errors, elapsed)
 
-    def _decode(self, image: bytes | Path, draft_size: int) -> object:
+    def _decode(self, image: bytes | Path, draft_size: int) -> PILImage:
         if isinstance(image, Path):
             return load_image(image, max_pixels=self.max_pixels, draft_size=draft_size)
         return read_image(image, max_pixels=self.max_pixels, draft_size=draft_size)
@@ -189,6 +195,13 @@ class Predictor:
                 if i + PREFETCH < len(chunks):
                     futures.append(pool.submit(self.prepare, chunks[i + PREFETCH]))
                 yield prepared
+
+
+def _backend(encoder: str, backend: str) -> dict[str, str]:
+    """The backend option for the encoders that have one (the neural ones)."""
+    return (
+        {} if backend == "onnx" or encoder in ("hashbow", "bow", "tfidf") else {"backend": backend}
+    )
 
 
 def white_png() -> bytes:

@@ -56,7 +56,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-class BodyTooLarge(Exception):
+class BodyTooLargeError(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"the request body is over the limit of {limit:,} bytes")
 
@@ -73,7 +73,7 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
-            body = ErrorOut(detail=str(BodyTooLarge(self.limit)), field=None)
+            body = ErrorOut(detail=str(BodyTooLargeError(self.limit)), field=None)
             response = JSONResponse(body.model_dump(), status_code=413)
             await response(scope, receive, send)
             return
@@ -84,7 +84,7 @@ class BodyLimit:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.limit:
-                raise BodyTooLarge(self.limit)
+                raise BodyTooLargeError(self.limit)
             return message
 
         await self.app(scope, limited, send)
@@ -393,7 +393,7 @@ def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
         InputError: input_error,
         HTTPException: http_error,
         RequestValidationError: validation_error,
-        BodyTooLarge: too_large,
+        BodyTooLargeError: too_large,
     }
     from starlette.exceptions import HTTPException as StarletteHTTPException
 

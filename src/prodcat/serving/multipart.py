@@ -51,18 +51,22 @@ def parse_multipart(body: bytes, content_type: str, *, max_parts: int = 8) -> di
         )
     parts: list[Part] = []
     headers: dict[str, str] = {}
-    state = {"field": b"", "value": b"", "ended": False}
+    field_name: list[bytes] = []
+    field_value: list[bytes] = []
+    ended: list[bool] = []
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
-        state["field"] += data[start:end]  # type: ignore[operator]
+        field_name.append(data[start:end])
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
-        state["value"] += data[start:end]  # type: ignore[operator]
+        field_value.append(data[start:end])
 
     def on_header_end() -> None:
-        name = bytes(state["field"]).decode("latin-1").lower()  # type: ignore[arg-type]
-        headers[name] = bytes(state["value"]).decode("latin-1")  # type: ignore[arg-type]
-        state["field"], state["value"] = b"", b""
+        headers[b"".join(field_name).decode("latin-1").lower()] = b"".join(field_value).decode(
+            "latin-1"
+        )
+        field_name.clear()
+        field_value.clear()
 
     def on_headers_finished() -> None:
         parts.append(_new_part(headers, len(parts), max_parts))
@@ -72,7 +76,7 @@ def parse_multipart(body: bytes, content_type: str, *, max_parts: int = 8) -> di
         parts[-1].chunks.append(data[start:end])
 
     def on_end() -> None:
-        state["ended"] = True
+        ended.append(True)
 
     callbacks = {
         "on_header_field": on_header_field,
@@ -88,7 +92,7 @@ def parse_multipart(body: bytes, content_type: str, *, max_parts: int = 8) -> di
         parser.finalize()
     except MultipartParseError as exc:
         raise MultipartError(f"the multipart body is malformed: {exc}") from None
-    if not state["ended"]:
+    if not ended:
         raise MultipartError(
             "the multipart body ends before its closing boundary (truncated upload?)"
         )

@@ -18,10 +18,11 @@ import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
-from prodcat.inference import Item, Prepared, Predictor, Timings
+from prodcat.inference import Item, Predictor, Prepared, Timings
 from prodcat.model import Model, Prediction
 
 from .settings import Settings
@@ -83,7 +84,7 @@ def decode_base64(data: str, max_bytes: int, field: str = "image_base64") -> byt
 @dataclass
 class Answer:
     prediction: Prediction
-    timings: dict[str, float]
+    timings: dict[str, Any]  # stage -> ms, and batch_size
 
 
 class ServicePredictor:
@@ -98,21 +99,35 @@ class ServicePredictor:
         if settings.warm_up:
             self.predictor.warm_up()
         self.load_seconds = time.perf_counter() - started
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prodcat-model")
+        self._executor: ThreadPoolExecutor | None = None
         self._queue: asyncio.Queue[tuple[Prepared, asyncio.Future[object], float]] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
+        """Start the batcher on the running event loop (again if the loop changed: test clients
+        that skip the lifespan run each request on a loop of its own)."""
+        loop = asyncio.get_running_loop()
+        if self._event_loop is loop and self._task is not None and not self._task.done():
+            return
+        self._event_loop = loop
+        if self._executor is None:
+            # One thread runs the networks: requests share batches instead of competing for cores.
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prodcat-model")
         self._queue = asyncio.Queue()
-        self._task = asyncio.create_task(self._loop())
+        self._task = loop.create_task(self._batches())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            if task.get_loop() is asyncio.get_running_loop():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     # -- requests ---------------------------------------------------------------------------
     def item(
@@ -144,29 +159,28 @@ class ServicePredictor:
 
     async def answer(self, prepared: Prepared) -> list[Answer]:
         """Queue decoded products for the networks and wait for their answers."""
-        if self._queue is None:
-            raise RuntimeError("the predictor was not started (ServicePredictor.start)")
+        await self.start()
+        assert self._queue is not None  # set by start()
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         await self._queue.put((prepared, future, time.perf_counter()))
-        result = await future
-        assert isinstance(result, list)  # noqa: S101 (set by _loop only)
-        return result
+        return cast(list[Answer], await future)
 
     # -- the batcher --------------------------------------------------------------------------
-    async def _loop(self) -> None:
-        assert self._queue is not None  # noqa: S101
+    async def _batches(self) -> None:
+        queue = self._queue
+        assert queue is not None  # set by start()
         loop = asyncio.get_running_loop()
         window = self.settings.batch_window_ms / 1000
         while True:
-            jobs = [await self._queue.get()]
+            jobs = [await queue.get()]
             size = len(jobs[0][0].items)
             deadline = loop.time() + window
             while size < self.settings.max_micro_batch:
                 try:
                     if window > 0 and loop.time() < deadline:
-                        job = await asyncio.wait_for(self._queue.get(), deadline - loop.time())
+                        job = await asyncio.wait_for(queue.get(), deadline - loop.time())
                     else:
-                        job = self._queue.get_nowait()
+                        job = queue.get_nowait()
                 except (TimeoutError, asyncio.QueueEmpty):
                     break
                 jobs.append(job)
@@ -179,11 +193,10 @@ class ServicePredictor:
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         merged = merge_prepared([job[0] for job in jobs])
+        executor = self._executor
         run_started = time.perf_counter()
         try:
-            predictions, timings = await loop.run_in_executor(
-                self._executor, self._predict, merged
-            )
+            predictions, timings = await loop.run_in_executor(self._executor, self._predict, merged)
         except Exception as exc:  # the networks failed: every waiting request hears why
             for _, future, _ in jobs:
                 if not future.done():
@@ -206,7 +219,7 @@ class ServicePredictor:
     @staticmethod
     def _timings(
         prepared: Prepared, timings: Timings, queued: float, run_started: float, batch: int
-    ) -> dict[str, float]:
+    ) -> dict[str, Any]:
         return {
             "decode_ms": round(prepared.decode_ms, 3),
             "queue_ms": round((run_started - queued) * 1000, 3),

@@ -1,0 +1,259 @@
+"""Serving benchmark: a real load generator against `prodcat serve` on loopback, plus batch
+prediction from files, on the ONNX path and on the torch path in the same run.
+
+    python benchmarks/serve.py --model MODEL_DIR [--json serve.json] [--quick]
+
+Products are distinct rows of ../shared/datasets/fashion-products (60x80 thumbnails + titles).
+Measured (each bounded in count and time):
+- cold start: process start to the first answered /v1/predict (median of 3 fresh servers);
+- single-product latency with 8 concurrent clients (closed loop: each sends its next request when
+  the previous one is answered), p50 / p99 / throughput;
+- 50 concurrent clients for 60 s: errors, p50 / p99, throughput;
+- the server's peak memory (VmHWM) after the load;
+- batch prediction from files (`Predictor.predict_products`, what `prodcat predict` runs),
+  products/s, with the ONNX encoders + ONNX head and with the torch encoders + torch head.
+The load generator (asyncio + httpx) runs on the same cores as the server: its CPU is counted
+against the server's figures, as a client on the same machine would be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "fashion-products"
+
+
+def products(n: int, offset: int = 0) -> list[dict[str, Any]]:
+    rows = []
+    with (DATA / "products.csv").open(encoding="utf-8") as handle:
+        for i, row in enumerate(csv.DictReader(handle)):
+            if i < offset:
+                continue
+            path = DATA / row["image"]
+            if path.is_file():
+                rows.append({"id": row["id"], "title": row["title"], "photo": path.read_bytes()})
+            if len(rows) == n:
+                break
+    return rows
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(model: Path, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    command = [sys.executable, "-m", "prodcat.cli", "serve", str(model), "--port", str(port)]
+    command += ["--workers", str(workers), "--log-level", "warning"]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return process, f"http://127.0.0.1:{port}"
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def cold_start(model: Path, product: dict[str, Any]) -> float:
+    """Seconds from process start to the first answered prediction."""
+    started = time.perf_counter()
+    process, url = start_server(model)
+    try:
+        while True:
+            try:
+                r = httpx.post(
+                    f"{url}/v1/predict",
+                    data={"title": product["title"]},
+                    files={"image": ("p.jpg", product["photo"])},
+                    timeout=30,
+                )
+                if r.status_code == 200:
+                    return time.perf_counter() - started
+            except httpx.TransportError:
+                time.sleep(0.02)
+            if time.perf_counter() - started > 120:
+                raise RuntimeError("the server did not answer within 120 s")
+    finally:
+        stop(process)
+
+
+async def load(
+    url: str, rows: list[dict[str, Any]], clients: int, *, seconds: float, max_requests: int
+) -> dict[str, Any]:
+    """`clients` closed-loop clients sending single products until time or count runs out."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    next_index = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+
+        async def worker() -> None:
+            nonlocal next_index
+            while time.perf_counter() < deadline and next_index < max_requests:
+                row = rows[next_index % len(rows)]
+                next_index += 1
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post(
+                        "/v1/predict",
+                        data={"title": row["title"], "id": row["id"]},
+                        files={"image": ("p.jpg", row["photo"], "image/jpeg")},
+                    )
+                    if r.status_code != 200:
+                        errors.append(f"{r.status_code} {r.text[:100]}")
+                except httpx.HTTPError as exc:
+                    errors.append(repr(exc))
+                latencies.append(time.perf_counter() - t0)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    ordered = sorted(latencies)
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "errors": len(errors),
+        "first_errors": errors[:3],
+        "seconds": round(elapsed, 2),
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(1000 * ordered[len(ordered) // 2], 1),
+        "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 1),
+    }
+
+
+def peak_memory_mb(pid: int) -> float:
+    """VmHWM of a process and its children (uvicorn workers), in MB."""
+    total = 0.0
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    for p in pids:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1]) / 1024
+    return round(total, 1)
+
+
+def batch_from_files(model_dir: Path, n: int, backend: str) -> dict[str, Any]:
+    """products/s of `Predictor.predict_products` on `n` catalogue rows, in a fresh process."""
+    code = f"""
+import json, sys, time
+from prodcat.catalogue import load_catalogue, ColumnMapping
+from prodcat.inference import Predictor
+from prodcat.model import Model
+cat = load_catalogue({str(DATA / "products.csv")!r}, ColumnMapping(label_column=None),
+                     verify_images=False)
+products = cat.products[:{n}]
+t0 = time.perf_counter()
+model = Model.load({str(model_dir)!r}, runtime={"onnx" if backend == "onnx" else "torch"!r})
+predictor = Predictor(model, backend={backend!r})
+predictor.warm_up()
+t1 = time.perf_counter()
+answers = predictor.predict_products(products)
+t2 = time.perf_counter()
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print(json.dumps({{"products": len(answers), "load_s": t1 - t0, "seconds": t2 - t1,
+                  "errors": sum(a.error is not None for a in answers),
+                  "torch_imported": "torch" in sys.modules, "peak_mb": int(hwm) / 1024}}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    result["products_per_s"] = round(result["products"] / result["seconds"], 1)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--quick", action="store_true", help="short runs (smoke test)")
+    parser.add_argument("--batch-products", type=int, default=3000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    quick = args.quick
+    rows = products(400 if quick else 4000, offset=5000)
+    report: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "python": platform.python_version(),
+        "load_average_before": os.getloadavg(),
+    }
+    report["cold_start_s"] = [round(cold_start(args.model, rows[i]), 2) for i in range(3)]
+    print("cold start", report["cold_start_s"], flush=True)
+
+    process, url = start_server(args.model)
+    try:
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        asyncio.run(load(url, rows[:50], 2, seconds=5, max_requests=50))  # warm the sessions
+        report["clients_8"] = [
+            asyncio.run(load(url, rows, 8, seconds=30, max_requests=300 if quick else 1500))
+            for _ in range(1 if quick else args.repeats)
+        ]
+        print("8 clients", report["clients_8"], flush=True)
+        report["clients_50"] = asyncio.run(
+            load(url, rows, 50, seconds=10 if quick else 60, max_requests=10**6)
+        )
+        print("50 clients", report["clients_50"], flush=True)
+        report["server_peak_memory_mb"] = peak_memory_mb(process.pid)
+        metrics = httpx.get(f"{url}/metrics").text
+        report["server_5xx"] = 'status="5' in metrics
+    finally:
+        stop(process)
+
+    n = 300 if quick else args.batch_products
+    report["batch_onnx"] = [batch_from_files(args.model, n, "onnx") for _ in range(args.repeats)]
+    print("batch onnx", report["batch_onnx"], flush=True)
+    report["batch_torch"] = [batch_from_files(args.model, n // 3, "torch")]
+    print("batch torch", report["batch_torch"], flush=True)
+    report["load_average_after"] = os.getloadavg()
+    summary = {
+        "cold_start_s_median": statistics.median(report["cold_start_s"]),
+        "p50_ms_8_clients_median": statistics.median(r["p50_ms"] for r in report["clients_8"]),
+        "p99_ms_8_clients_median": statistics.median(r["p99_ms"] for r in report["clients_8"]),
+        "errors_50_clients": report["clients_50"]["errors"],
+        "batch_onnx_products_per_s_median": statistics.median(
+            r["products_per_s"] for r in report["batch_onnx"]
+        ),
+        "batch_torch_products_per_s": report["batch_torch"][0]["products_per_s"],
+    }
+    report["summary"] = summary
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

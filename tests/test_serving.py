@@ -1,0 +1,172 @@
+"""The REST API's routes in process (status codes, bodies, API keys, metrics) and its OpenAPI
+schema checked against what the routes do (schemathesis)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import schemathesis
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from prodcat.serving import Settings, create_app
+
+
+@pytest.fixture(scope="module")
+def api(sample_model_dir: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(model_dir=sample_model_dir, max_batch_items=4))) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def photo(sample_dir: Path) -> bytes:
+    return (sample_dir / "images" / "10102.jpg").read_bytes()
+
+
+def test_predict_multipart_and_json_give_the_same_full_answer(
+    api: TestClient, photo: bytes
+) -> None:
+    title = "Puma Men Black Sports Shoes"
+    by_form = api.post(
+        "/v1/predict", data={"title": title, "id": "p1"}, files={"image": ("x.jpg", photo)}
+    )
+    by_json = api.post(
+        "/v1/predict", json={"title": title, "id": "p1", "image_base64": base64.b64encode(photo)
+                             .decode()},
+    )  # fmt: skip
+    assert by_form.status_code == by_json.status_code == 200
+    a, b = by_form.json(), by_json.json()
+    assert a["id"] == "p1" and a["category"] == b["category"]
+    assert a["probability"] == pytest.approx(b["probability"], abs=1e-6)
+    assert a["path"] == a["category"].split(" > ") and len(a["path"]) == 3
+    assert [lvl["category"] for lvl in a["level_probabilities"]] == [
+        " > ".join(a["path"][: i + 1]) for i in range(3)
+    ]
+    assert a["level_probabilities"][-1]["probability"] == pytest.approx(a["probability"])
+    assert len(a["top"]) == 5 and a["top"][0]["category"] == a["category"]
+    probabilities = [t["probability"] for t in a["top"]]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert a["decision"] in ("accept", "review", "unknown")
+    assert a["modalities"] == ["image", "text"]
+    assert len(a["model_version"]) == 12
+    timings = a["timings"]
+    assert timings["total_ms"] > 0 and timings["image_ms"] > 0 and timings["batch_size"] >= 1
+
+
+def test_either_modality_may_be_missing(api: TestClient, photo: bytes) -> None:
+    photo_only = api.post("/v1/predict", files={"image": ("x.jpg", photo)})
+    title_only = api.post("/v1/predict", json={"title": "Women Blue Skinny Jeans"})
+    assert photo_only.status_code == title_only.status_code == 200
+    assert photo_only.json()["modalities"] == ["image"]
+    assert title_only.json()["modalities"] == ["text"]
+    assert title_only.json()["category"] == "Apparel > Bottomwear > Jeans"
+
+
+def test_batch_answers_in_order_and_enforces_its_limit(api: TestClient) -> None:
+    items = [{"title": "Women Blue Skinny Jeans"}, {"title": "Men Brown Leather Belt"}]
+    response = api.post("/v1/predict/batch", json={"items": items})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["n_ok"] == 2 and body["n_errors"] == 0
+    assert [i["prediction"]["category"] for i in body["items"]] == [
+        "Apparel > Bottomwear > Jeans",
+        "Accessories > Belts > Belts",
+    ]
+    too_many = api.post("/v1/predict/batch", json={"items": items * 3})
+    assert too_many.status_code == 413
+    assert too_many.json() == {
+        "detail": "the batch has 6 items; the limit is 4 per call: split it",
+        "field": "items",
+    }
+
+
+def test_model_health_and_metrics(api: TestClient) -> None:
+    info = api.get("/v1/model").json()
+    assert info["head"] == "fusion" and len(info["classes"]) == 20
+    assert set(info["encoder_versions"]) == {"effnet-lite0", "minilm", "hashbow"}
+    assert info["limits"]["max_batch_items"] == 4
+    assert info["taxonomy"]["labels"][0] == info["classes"][0].split(" > ")
+    health = api.get("/healthz").json()
+    assert health["status"] == "ok" and health["model_version"] == info["model_version"]
+    api.post("/v1/predict", json={"title": "Men Brown Leather Belt"})
+    api.post("/v1/predict", json={})
+    metrics = api.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    text = metrics.text
+    assert 'prodcat_http_requests_total{method="POST",route="/v1/predict",status="200"}' in text
+    assert 'prodcat_http_errors_total{route="/v1/predict",status="422"}' in text
+    assert "prodcat_http_request_duration_seconds_bucket" in text
+    assert 'prodcat_predictions_total{decision="' in text
+    assert f'prodcat_model_info{{model_version="{info["model_version"]}"}} 1.0' in text
+
+
+def test_api_keys(sample_model_dir: Path) -> None:
+    configured = Settings(model_dir=sample_model_dir, api_keys="k-one, k-two", warm_up=False)
+    assert configured.api_keys == frozenset({"k-one", "k-two"})
+    with TestClient(create_app(configured)) as client:
+        body = {"title": "Men Brown Leather Belt"}
+        missing = client.post("/v1/predict", json=body)
+        assert missing.status_code == 401
+        assert missing.json()["detail"] == "missing API key: send it in the X-API-Key header"
+        wrong = client.get("/v1/model", headers={"X-API-Key": "k-three"})
+        assert wrong.status_code == 401 and "not valid" in wrong.json()["detail"]
+        assert client.post("/v1/predict/batch", json={"items": [body]}).status_code == 401
+        ok = client.post("/v1/predict", json=body, headers={"X-API-Key": "k-two"})
+        assert ok.status_code == 200
+        assert client.get("/healthz").status_code == 200  # probes need no key
+        schema = client.get("/openapi.json").json()
+        assert "APIKeyHeader" in schema["components"]["securitySchemes"]
+
+
+def test_settings_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, sample_model_dir: Path
+) -> None:
+    monkeypatch.setenv("PRODCAT_MODEL_DIR", str(sample_model_dir))
+    monkeypatch.setenv("PRODCAT_MAX_BATCH_ITEMS", "7")
+    monkeypatch.setenv("PRODCAT_API_KEYS", "abc")
+    loaded = Settings()  # type: ignore[call-arg]
+    assert loaded.model_dir == sample_model_dir
+    assert loaded.max_batch_items == 7 and loaded.api_keys == frozenset({"abc"})
+    monkeypatch.setenv("PRODCAT_MAX_BATCH_ITEMS", "0")
+    with pytest.raises(ValueError, match="max_batch_items"):
+        Settings()  # type: ignore[call-arg]
+
+
+# -- the schema ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_openapi_schema_matches_the_routes(api: TestClient, mode: GenerationMode) -> None:
+    """Generated requests, valid and invalid, never get a 5xx, and every answer's status, content
+    type and body are ones the schema documents (bounded: 40 examples per mode)."""
+    schema = schemathesis.openapi.from_asgi("/openapi.json", api.app)
+
+    @given(case=schema.as_strategy(mode))
+    @settings(
+        max_examples=40,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    def check(case: schemathesis.Case) -> None:
+        case.call_and_validate(
+            checks=[
+                not_a_server_error,
+                status_code_conformance,
+                content_type_conformance,
+                response_schema_conformance,
+            ]
+        )
+
+    check()
