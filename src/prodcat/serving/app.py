@@ -21,6 +21,7 @@ from fastapi.security import APIKeyHeader
 from pydantic import ValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prodcat import __version__
@@ -373,7 +374,7 @@ def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
         return error(exc.status, str(exc), exc.field)
 
     async def http_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
+        assert isinstance(exc, StarletteHTTPException)
         headers = getattr(exc, "headers", None)
         response = error(exc.status_code, str(exc.detail))
         if headers:
@@ -395,8 +396,6 @@ def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
         RequestValidationError: validation_error,
         BodyTooLargeError: too_large,
     }
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-
     handlers[StarletteHTTPException] = http_error
     for kind, handler in handlers.items():
         app.add_exception_handler(kind, handler)

@@ -196,7 +196,7 @@ class ServicePredictor:
         executor = self._executor
         run_started = time.perf_counter()
         try:
-            predictions, timings = await loop.run_in_executor(self._executor, self._predict, merged)
+            predictions, timings = await loop.run_in_executor(executor, self._predict, merged)
         except Exception as exc:  # the networks failed: every waiting request hears why
             for _, future, _ in jobs:
                 if not future.done():
