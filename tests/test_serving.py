@@ -170,3 +170,23 @@ def test_openapi_schema_matches_the_routes(api: TestClient, mode: GenerationMode
         )
 
     check()
+
+
+def test_title_and_base64_checks_say_what_is_wrong() -> None:
+    from prodcat.serving.predictor import InputError, check_title, decode_base64
+
+    assert check_title(None, 10) == ""
+    assert check_title("  Blue\n shirt\t", 20) == "Blue shirt"
+    assert check_title("👟 حذاء", 20) == "👟 حذاء"
+    with pytest.raises(InputError, match="unpaired surrogate U\\+D800 at position 1"):
+        check_title("a\ud800", 10)
+    with pytest.raises(InputError, match="control character U\\+007F"):
+        check_title("a\x7f", 10)
+    with pytest.raises(InputError, match="11 characters; the limit is 10"):
+        check_title("a" * 11, 10)
+    assert decode_base64("data:image/png;base64,aGVsbG8=", 1024) == b"hello"
+    with pytest.raises(InputError, match="not valid base64"):
+        decode_base64("aGVsbG8", 1024)
+    with pytest.raises(InputError, match="the limit is 1,024") as too_big:
+        decode_base64("A" * 2000, 1024)
+    assert too_big.value.status == 413

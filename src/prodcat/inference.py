@@ -22,7 +22,7 @@ from prodcat.encoders.base import Encoder, ImageEncoder
 from prodcat.encoders.registry import get_encoder
 from prodcat.heads import Inputs
 from prodcat.images import MAX_PIXELS, ImageError, load_image, read_image
-from prodcat.model import Model, Prediction, split_encoders
+from prodcat.model import TRUNK_SUFFIX, Model, Prediction, split_encoders
 
 # Products per network call in `predict_products`; decoding runs PREFETCH chunks ahead.
 CHUNK = 64
@@ -84,7 +84,7 @@ class Predictor:
         ]
         # A fine-tune head reads the trunk's activations, the others pooled features.
         self._image_input = (
-            "image_activations" if (model.image_encoder or "").endswith("-trunk") else "image"
+            "image_activations" if (model.image_encoder or "").endswith(TRUNK_SUFFIX) else "image"
         )
 
     @classmethod
@@ -148,6 +148,10 @@ class Predictor:
                 matrix[has_text] = np.hstack(parts)
             features["text"], masks["text_mask"] = matrix, has_text
             timings.text_ms = (time.perf_counter() - t0) * 1000
+        if self._image_input == "image_activations" and "text" not in features:
+            # A photo-only fine-tune head still has a text branch: it gets an empty input.
+            features["text"] = np.zeros((n, 0), dtype=np.float32)
+            masks["text_mask"] = np.zeros(n, dtype=bool)
         t0 = time.perf_counter()
         inputs = Inputs(texts=titles, **features, **masks)
         proba = self.model.predict_proba(inputs)
