@@ -146,6 +146,12 @@ async def load(
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (load-independent cost of the work)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_memory_mb(pid: int) -> float:
     """VmHWM of a process and its children (uvicorn workers), in MB."""
     total = 0.0
@@ -174,11 +180,12 @@ t0 = time.perf_counter()
 model = Model.load({str(model_dir)!r}, runtime={"onnx" if backend == "onnx" else "torch"!r})
 predictor = Predictor(model, backend={backend!r})
 predictor.warm_up()
-t1 = time.perf_counter()
+t1, c1 = time.perf_counter(), time.process_time()
 answers = predictor.predict_products(products)
-t2 = time.perf_counter()
+t2, c2 = time.perf_counter(), time.process_time()
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
 print(json.dumps({{"products": len(answers), "load_s": t1 - t0, "seconds": t2 - t1,
+                  "cpu_seconds": c2 - c1,
                   "errors": sum(a.error is not None for a in answers),
                   "torch_imported": "torch" in sys.modules, "peak_mb": int(hwm) / 1024}}))
 """
@@ -187,6 +194,7 @@ print(json.dumps({{"products": len(answers), "load_s": t1 - t0, "seconds": t2 - 
     ).stdout
     result = json.loads(out.strip().splitlines()[-1])
     result["products_per_s"] = round(result["products"] / result["seconds"], 1)
+    result["products_per_cpu_s"] = round(result["products"] / result["cpu_seconds"], 1)
     return result
 
 
@@ -218,10 +226,15 @@ def main() -> None:
             except httpx.TransportError:
                 time.sleep(0.1)
         asyncio.run(load(url, rows[:50], 2, seconds=5, max_requests=50))  # warm the sessions
-        report["clients_8"] = [
-            asyncio.run(load(url, rows, 8, seconds=30, max_requests=300 if quick else 1500))
-            for _ in range(1 if quick else args.repeats)
-        ]
+        report["clients_8"] = []
+        for _ in range(1 if quick else args.repeats):
+            cpu_before = cpu_seconds(process.pid)
+            result = asyncio.run(
+                load(url, rows, 8, seconds=30, max_requests=300 if quick else 1500)
+            )
+            used = cpu_seconds(process.pid) - cpu_before
+            result["server_cpu_ms_per_request"] = round(1000 * used / result["requests"], 1)
+            report["clients_8"].append(result)
         print("8 clients", report["clients_8"], flush=True)
         report["clients_50"] = asyncio.run(
             load(url, rows, 50, seconds=10 if quick else 60, max_requests=10**6)
@@ -243,11 +256,18 @@ def main() -> None:
         "cold_start_s_median": statistics.median(report["cold_start_s"]),
         "p50_ms_8_clients_median": statistics.median(r["p50_ms"] for r in report["clients_8"]),
         "p99_ms_8_clients_median": statistics.median(r["p99_ms"] for r in report["clients_8"]),
+        "server_cpu_ms_per_request_median": statistics.median(
+            r["server_cpu_ms_per_request"] for r in report["clients_8"]
+        ),
         "errors_50_clients": report["clients_50"]["errors"],
         "batch_onnx_products_per_s_median": statistics.median(
             r["products_per_s"] for r in report["batch_onnx"]
         ),
+        "batch_onnx_products_per_cpu_s_median": statistics.median(
+            r["products_per_cpu_s"] for r in report["batch_onnx"]
+        ),
         "batch_torch_products_per_s": report["batch_torch"][0]["products_per_s"],
+        "batch_torch_products_per_cpu_s": report["batch_torch"][0]["products_per_cpu_s"],
     }
     report["summary"] = summary
     print(json.dumps(summary, indent=2))

@@ -2,37 +2,61 @@
 
 ``HEADS`` maps each head's ``name`` (written to its saved ``config.json``) to its class, so that
 `load_head` can reopen any saved head. Importing this package does not import torch: only
-`FusionHead` and `FineTuneHead` need it, and only once they fit, predict or load.
+`FusionHead` and `FineTuneHead` need it, and only once they fit, predict or load. Nor does it import
+scikit-learn: `TextLinearHead` and `ImageHead` are imported on first use.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .base import Head, Inputs, read_config
 from .finetune import FineTuneHead
 from .fusion import FusionHead
-from .image import ImageHead
-from .text_linear import TextLinearHead
 
-HEADS: dict[str, type[Head]] = {
-    TextLinearHead.name: TextLinearHead,
-    ImageHead.name: ImageHead,
-    FusionHead.name: FusionHead,
-    FineTuneHead.name: FineTuneHead,
+if TYPE_CHECKING:
+    from .image import ImageHead
+    from .text_linear import TextLinearHead
+
+# head name -> (module, class). The scikit-learn heads are imported on first use: importing
+# scikit-learn costs ~1.8 s of CPU, which the torch heads' prediction path (the REST API's cold
+# start) never needs.
+_HEAD_CLASSES = {
+    "text-linear": ("text_linear", "TextLinearHead"),
+    "image": ("image", "ImageHead"),
+    "fusion": ("fusion", "FusionHead"),
+    "fine-tune": ("finetune", "FineTuneHead"),
 }
+_LAZY = {cls: module for module, cls in _HEAD_CLASSES.values()}
+
+
+def head_class(name: str) -> type[Head]:
+    """The head class saved under `name` ("text-linear", "image", "fusion", "fine-tune")."""
+    module, cls = _HEAD_CLASSES[name]
+    found: type[Head] = getattr(importlib.import_module(f".{module}", __name__), cls)
+    return found
+
+
+def __getattr__(name: str) -> Any:
+    if name == "HEADS":  # every head class by name (imports the scikit-learn ones)
+        return {head: head_class(head) for head in _HEAD_CLASSES}
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_head(folder: str | Path) -> Head:
     """Reopen a head saved with `Head.save`, whatever its kind (read from config.json "name")."""
     config = read_config(folder)
     name = config.get("name")
-    if name not in HEADS:
+    if name not in _HEAD_CLASSES:
         raise ValueError(
             f"{folder} holds a head named {name!r}, which this prodcat does not know; "
-            f"known heads: {sorted(HEADS)}"
+            f"known heads: {sorted(_HEAD_CLASSES)}"
         )
-    return HEADS[name].load(folder)
+    return head_class(name).load(folder)
 
 
 __all__ = [
@@ -43,5 +67,6 @@ __all__ = [
     "ImageHead",
     "Inputs",
     "TextLinearHead",
+    "head_class",
     "load_head",
 ]

@@ -22,7 +22,6 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 import safetensors.numpy
-from sklearn.exceptions import NotFittedError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -355,6 +354,8 @@ class Head(ABC):
     # -- predicting ------------------------------------------------------------------------
     def _check_fitted(self, method: str) -> None:
         if not hasattr(self, "classes_"):
+            from sklearn.exceptions import NotFittedError  # lazily: scikit-learn is slow to import
+
             raise NotFittedError(
                 f"This {type(self).__name__} instance is not fitted yet; call fit(X, y) before "
                 f"{method}, or load a saved head with load_head(folder)."
