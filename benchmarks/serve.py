@@ -57,12 +57,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(model: Path, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    model: Path, workers: int = 1, *, launcher: str = "prodcat"
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`prodcat serve` (launcher "prodcat"), or uvicorn on the app factory ("uvicorn"), which
+    skips importing the rest of the prodcat command (training, reports)."""
     port = free_port()
-    command = [sys.executable, "-m", "prodcat.cli", "serve", str(model), "--port", str(port)]
-    command += ["--workers", str(workers), "--log-level", "warning"]
+    if launcher == "prodcat":
+        command = [sys.executable, "-m", "prodcat.cli", "serve", str(model), "--port", str(port)]
+        command += ["--workers", str(workers), "--log-level", "warning"]
+    else:
+        command = [sys.executable, "-m", "uvicorn", "prodcat.serving.app:create_app", "--factory"]
+        command += ["--port", str(port), "--workers", str(workers), "--log-level", "warning"]
     process = subprocess.Popen(
         command,
+        env={**os.environ, "PRODCAT_MODEL_DIR": str(model.resolve())},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -77,10 +86,10 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
-def cold_start(model: Path, product: dict[str, Any]) -> float:
+def cold_start(model: Path, product: dict[str, Any], launcher: str = "prodcat") -> float:
     """Seconds from process start to the first answered prediction."""
     started = time.perf_counter()
-    process, url = start_server(model)
+    process, url = start_server(model, launcher=launcher)
     try:
         while True:
             try:
@@ -205,6 +214,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs (smoke test)")
     parser.add_argument("--batch-products", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cold-start-only", action="store_true")
     args = parser.parse_args()
     quick = args.quick
     rows = products(400 if quick else 4000, offset=5000)
@@ -215,7 +225,12 @@ def main() -> None:
         "load_average_before": os.getloadavg(),
     }
     report["cold_start_s"] = [round(cold_start(args.model, rows[i]), 2) for i in range(3)]
-    print("cold start", report["cold_start_s"], flush=True)
+    report["cold_start_uvicorn_s"] = [
+        round(cold_start(args.model, rows[i], "uvicorn"), 2) for i in range(3)
+    ]
+    print("cold start", report["cold_start_s"], report["cold_start_uvicorn_s"], flush=True)
+    if args.cold_start_only:
+        return
 
     process, url = start_server(args.model)
     try:
@@ -254,6 +269,7 @@ def main() -> None:
     report["load_average_after"] = os.getloadavg()
     summary = {
         "cold_start_s_median": statistics.median(report["cold_start_s"]),
+        "cold_start_uvicorn_s_median": statistics.median(report["cold_start_uvicorn_s"]),
         "p50_ms_8_clients_median": statistics.median(r["p50_ms"] for r in report["clients_8"]),
         "p99_ms_8_clients_median": statistics.median(r["p99_ms"] for r in report["clients_8"]),
         "server_cpu_ms_per_request_median": statistics.median(
