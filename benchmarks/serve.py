@@ -60,15 +60,16 @@ def free_port() -> int:
 def start_server(
     model: Path, workers: int = 1, *, launcher: str = "prodcat"
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """`prodcat serve` (launcher "prodcat"), or uvicorn on the app factory ("uvicorn"), which
-    skips importing the rest of the prodcat command (training, reports)."""
+    """`prodcat serve` (launcher "prodcat"), or `prodcat-serve` ("light"), which skips importing
+    the rest of the prodcat command (training, reports)."""
     port = free_port()
     if launcher == "prodcat":
         command = [sys.executable, "-m", "prodcat.cli", "serve", str(model), "--port", str(port)]
         command += ["--workers", str(workers), "--log-level", "warning"]
-    else:
-        command = [sys.executable, "-m", "uvicorn", "prodcat.serving.app:create_app", "--factory"]
-        command += ["--port", str(port), "--workers", str(workers), "--log-level", "warning"]
+    else:  # prodcat-serve: the same command without importing the rest of prodcat
+        command = [sys.executable, "-c", "from prodcat.serve_command import main; main()"]
+        command += [str(model), "--port", str(port), "--workers", str(workers)]
+        command += ["--log-level", "warning"]
     process = subprocess.Popen(
         command,
         env={**os.environ, "PRODCAT_MODEL_DIR": str(model.resolve())},
@@ -225,10 +226,10 @@ def main() -> None:
         "load_average_before": os.getloadavg(),
     }
     report["cold_start_s"] = [round(cold_start(args.model, rows[i]), 2) for i in range(3)]
-    report["cold_start_uvicorn_s"] = [
-        round(cold_start(args.model, rows[i], "uvicorn"), 2) for i in range(3)
+    report["cold_start_light_s"] = [
+        round(cold_start(args.model, rows[i], "light"), 2) for i in range(3)
     ]
-    print("cold start", report["cold_start_s"], report["cold_start_uvicorn_s"], flush=True)
+    print("cold start", report["cold_start_s"], report["cold_start_light_s"], flush=True)
     if args.cold_start_only:
         return
 
@@ -269,7 +270,7 @@ def main() -> None:
     report["load_average_after"] = os.getloadavg()
     summary = {
         "cold_start_s_median": statistics.median(report["cold_start_s"]),
-        "cold_start_uvicorn_s_median": statistics.median(report["cold_start_uvicorn_s"]),
+        "cold_start_light_s_median": statistics.median(report["cold_start_light_s"]),
         "p50_ms_8_clients_median": statistics.median(r["p50_ms"] for r in report["clients_8"]),
         "p99_ms_8_clients_median": statistics.median(r["p99_ms"] for r in report["clients_8"]),
         "server_cpu_ms_per_request_median": statistics.median(

@@ -190,3 +190,23 @@ def test_title_and_base64_checks_say_what_is_wrong() -> None:
     with pytest.raises(InputError, match="the limit is 1,024") as too_big:
         decode_base64("A" * 2000, 1024)
     assert too_big.value.status == 413
+
+
+def test_serve_commands_refuse_a_folder_that_is_not_a_model(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from prodcat.cli import app as cli_app
+
+    result = CliRunner().invoke(cli_app, ["serve", str(tmp_path)])
+    assert result.exit_code == 2 and "is not a prodcat model (no model.json)" in result.output
+    light = subprocess.run(
+        [sys.executable, "-c", "from prodcat.serve_command import main; main()", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert light.returncode == 2 and "no model.json" in light.stderr
