@@ -82,17 +82,14 @@ def test_review_by_keyboard_search_undo_and_log_out(desk, browser) -> None:
             page.locator("#suggestions button").nth(int(key) - 1).get_attribute("data-category")
         )
         page.keyboard.press(key)
-        page.wait_for_function(
-            "pid => document.getElementById('ack').textContent.startsWith('Saved: ' + pid)",
-            arg=pid,
-        )
+        sync_api.expect(page.locator("#ack")).to_contain_text(f"Saved: {pid} ")
         answered[pid] = category
         assert current_product(page) not in answered, f"product {n} shown again"
 
     # the fifth by searching the taxonomy: "/" focuses, typing filters, Enter confirms
     pid = current_product(page)
     page.keyboard.press("/")
-    assert page.evaluate("document.activeElement.id") == "search"
+    sync_api.expect(page.locator("#search")).to_be_focused()
     page.keyboard.type("wallet")
     results = page.locator("#results li:not(.new)")
     results.first.wait_for()
@@ -101,17 +98,13 @@ def test_review_by_keyboard_search_undo_and_log_out(desk, browser) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "desk.png"))
     page.keyboard.press("Enter")
-    page.wait_for_function(
-        "pid => document.getElementById('ack').textContent.startsWith('Saved: ' + pid)", arg=pid
-    )
+    sync_api.expect(page.locator("#ack")).to_contain_text(f"Saved: {pid} ")
     answered[pid] = paths[0]
     assert stored_answers(db, "alice") == answered
 
     # undo: the last answer is withdrawn and its product is back on screen
     page.keyboard.press("u")
-    page.wait_for_function(
-        "pid => document.getElementById('ack').textContent.startsWith('Undone: ' + pid)", arg=pid
-    )
+    sync_api.expect(page.locator("#ack")).to_contain_text(f"Undone: {pid} ")
     assert current_product(page) == pid
     del answered[pid]
     assert stored_answers(db, "alice") == answered
@@ -137,7 +130,7 @@ def test_admin_page_shows_progress(desk, browser) -> None:
 
 
 def current_product(page) -> str:
-    page.wait_for_function("document.getElementById('pid').textContent.startsWith('product ')")
+    sync_api.expect(page.locator("#pid")).to_contain_text("product ")
     return page.inner_text("#pid").removeprefix("product ").strip()
 
 

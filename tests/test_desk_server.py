@@ -163,7 +163,7 @@ def test_concurrent_reviewers_never_get_the_same_product(desk) -> None:
 
 def test_kill_9_loses_no_acknowledged_answer(desk) -> None:
     server, db = desk
-    rev = Reviewer(server.url, "rev3", PASSWORD)
+    rev = Reviewer(server.url, "rev4", PASSWORD)
     acknowledged = {}
     for n in range(6):
         task = rev.next()
@@ -174,7 +174,7 @@ def test_kill_9_loses_no_acknowledged_answer(desk) -> None:
     server.kill9()  # no shutdown, no flush: the process just disappears
     server.start()
     with db.session() as s:
-        rows = s.scalars(select(Answer).where(Answer.reviewer == "rev3"))
+        rows = s.scalars(select(Answer).where(Answer.reviewer == "rev4"))
         stored = {a.product_id: a.category for a in rows}
     assert stored == acknowledged
     # the same browser session still works after the restart (the key lives in the database)
@@ -190,7 +190,7 @@ def test_admin_sees_progress_and_sets_overlap(desk) -> None:
     progress = boss.client.get("/api/progress").json()
     assert progress["answers"] >= 4 * 8 + 6
     assert progress["done"] + progress["left"] == progress["queued"]
-    assert progress["per_reviewer"]["rev3"] == 6
+    assert progress["per_reviewer"]["rev4"] == 6
     r = boss.client.post(
         "/admin/settings",
         data={"answers_per_product": "2", "lease_minutes": "5", "csrf_token": boss.csrf},

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from prodcat import cli as main
 from prodcat.desk.db import DEFAULT_DB
 
 DbUrl = Annotated[
@@ -178,3 +177,9 @@ def import_labelstudio_cmd(
 def register(app: typer.Typer) -> None:
     app.command("queue")(queue_cmd)
     app.add_typer(review_app, name="review")
+
+
+# Imported last: prodcat.cli imports this module to register the commands above, and under
+# `python -m prodcat.cli` that import happens while prodcat.cli is still loading. The flags'
+# annotations are strings (postponed), resolved only when typer builds the commands.
+from prodcat import cli as main  # noqa: E402

@@ -31,7 +31,7 @@
     if (counts) $("counts").textContent = `${counts.left} left · ${counts.mine} by you`;
     const list = $("suggestions");
     list.replaceChildren();
-    search.value = ""; renderResults();
+    search.value = ""; renderResults(); search.blur();  // keys 1-5 / s / u work again
     if (!t) { $("title").textContent = ""; $("pid").textContent = ""; $("decision").textContent = ""; return; }
     $("photo").src = t.image_url || "";
     $("title").textContent = t.title;
