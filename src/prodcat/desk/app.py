@@ -168,13 +168,7 @@ def create_app(db: Database) -> FastAPI:
     @app.get("/api/next")
     def api_next(user: UserDep) -> dict[str, Any]:
         task = review.next_task(db, user)
-        summary = stats.progress(db)
-        return {
-            "task": task.as_dict() if task else None,
-            "left": summary["left"],
-            "done": summary["done"],
-            "mine": summary["per_reviewer"].get(user.name, 0),
-        }
+        return {"task": task.as_dict() if task else None, **stats.left_for_desk(db, user.name)}
 
     @app.post("/api/answer", dependencies=[CsrfDep])
     def api_answer(body: AnswerIn, user: UserDep) -> dict[str, Any]:

@@ -11,6 +11,23 @@ from prodcat.desk.db import Answer, Database, Item
 from prodcat.desk.review import answers_per_product
 
 
+def left_for_desk(db: Database, reviewer: str) -> dict[str, int]:
+    """What the desk shows on every product, in two cheap counts: products still needing an
+    answer, and this reviewer's answers."""
+    with db.session() as s:
+        needed = answers_per_product(s)
+        n_answers = (
+            select(func.count(Answer.id))
+            .where(Answer.product_id == Item.product_id)
+            .scalar_subquery()
+        )
+        left = s.scalar(
+            select(func.count()).select_from(Item).where(Item.queued, n_answers < needed)
+        )
+        mine = s.scalar(select(func.count(Answer.id)).where(Answer.reviewer == reviewer))
+    return {"left": int(left or 0), "mine": int(mine or 0)}
+
+
 def progress(db: Database) -> dict[str, Any]:
     with db.session() as s:
         needed = answers_per_product(s)
