@@ -197,7 +197,8 @@ def test_admin_sees_progress_and_sets_overlap(desk) -> None:
     )
     assert r.status_code == 303
     assert boss.client.get("/api/progress").json()["answers_per_product"] == 2
-    boss.post("/admin/settings")  # no form at all: refused, nothing changed
+    assert boss.post("/admin/settings").status_code == 422  # no form fields: refused
+    assert boss.client.get("/api/progress").json()["answers_per_product"] == 2
     r = boss.client.post(
         "/admin/settings",
         data={"answers_per_product": "1", "lease_minutes": "10", "csrf_token": boss.csrf},
