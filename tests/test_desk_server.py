@@ -113,6 +113,19 @@ def test_csrf_rejected_without_the_token(desk) -> None:
     rev.close()
 
 
+def test_a_proposed_category_cannot_inject_markup(desk) -> None:
+    server, _ = desk
+    rev = Reviewer(server.url, "rev5", PASSWORD)
+    task = rev.next()
+    evil = "Other > </script><script>alert(1)</script>"
+    body = {"product_id": task["product_id"], "category": evil, "new_category": True}
+    assert rev.post("/api/answer", body).status_code == 200
+    page = rev.client.get("/desk").text
+    assert "<script>alert(1)" not in page and "\\u003c/script>\\u003cscript>alert(1)" in page
+    assert rev.post("/api/undo").json()["task"]["product_id"] == task["product_id"]
+    rev.close()
+
+
 def test_photos_are_served_by_product_id_only(desk, sample_catalogue: Catalogue) -> None:
     server, db = desk
     rev = Reviewer(server.url, "rev4", PASSWORD)

@@ -112,11 +112,11 @@ def create_app(db: Database) -> FastAPI:
 
     # -- login ----------------------------------------------------------------------------
     @app.get("/login")
-    def login_page(request: Request, next: str = "/desk", error: str = "") -> Response:
+    def login_page(request: Request, next: str = "/desk") -> Response:
         return templates.TemplateResponse(
             request,
             "login.html",
-            {"csrf": auth.csrf_token(request.session), "next": _local(next), "error": error},
+            {"csrf": auth.csrf_token(request.session), "next": _local(next), "error": ""},
         )
 
     @app.post("/login", dependencies=[CsrfDep])
@@ -161,7 +161,9 @@ def create_app(db: Database) -> FastAPI:
             {
                 "user": user,
                 "csrf": auth.csrf_token(request.session),
-                "taxonomy_json": json.dumps(taxonomy(db), ensure_ascii=False),
+                # inside <script type="application/json">: no "<" may end the element early,
+                # whatever a reviewer typed as a new category name
+                "taxonomy_json": json.dumps(taxonomy(db)).replace("<", "\\u003c"),
             },
         )
 
