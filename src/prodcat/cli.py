@@ -178,6 +178,13 @@ def train_cmd(
     min_class_count: Annotated[
         int | None, typer.Option(help="Learn classes with at least N training products (5).")
     ] = None,
+    fine_tune: Annotated[
+        bool,
+        typer.Option(
+            "--fine-tune",
+            help="Also train the last EfficientNet-Lite blocks (fusion or image; slower).",
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     report: Annotated[Path | None, typer.Option(help="Also write the HTML report here.")] = None,
     extra_labels: Annotated[
@@ -202,6 +209,7 @@ def train_cmd(
             top_classes=top_classes,
             min_class_count=min_class_count,
             seed=seed,
+            fine_tune=fine_tune,
         )
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
