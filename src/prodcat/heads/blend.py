@@ -11,6 +11,7 @@ On T10 the blend took test accuracy from 98.8% (either alone) to 99.0%; see the 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -71,6 +72,7 @@ class BlendHead(Head):
             train, val = stratified_holdout(y.astype(str), HOLDOUT_FRACTION, self.random_state)
             X, y, eval_set = X.subset(train), y[train], (X.subset(val), y[val])
         self.classes_ = classes
+        self.__dict__.pop("_saved_fusion", None)
         self.fusion_, self.words_ = self._heads()
         for head in (self.fusion_, self.words_):
             head.fit(X, y, eval_set=eval_set)
@@ -111,40 +113,56 @@ class BlendHead(Head):
 
     # -- persistence: each part's config and weights, under its own prefix --------------------
     def _config(self) -> dict[str, Any]:
-        return {
-            "weight": self.weight_,
-            "parts": {
-                "fusion": _part_config(self.fusion_),
-                "words": _part_config(self.words_),
-            },
-        }
+        return {"weight": self.weight_, "parts": {k: v[0] for k, v in self._parts().items()}}
 
     def _weights(self) -> dict[str, np.ndarray]:
         return {
             f"{prefix}.{key}": value
-            for prefix, head in (("fusion", self.fusion_), ("words", self.words_))
-            for key, value in head._weights().items()
+            for prefix, (_, weights) in self._parts().items()
+            for key, value in weights.items()
         }
+
+    def _parts(self) -> dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]]:
+        """Each part's (config, weights); a loaded fusion part is written back as it was read."""
+        saved = self.__dict__.get("_saved_fusion")
+        fusion = saved or (_part_config(self.fusion_), self.fusion_._weights())
+        return {"fusion": fusion, "words": (_part_config(self.words_), self.words_._weights())}
 
     def _restore(self, config: dict[str, Any], weights: dict[str, np.ndarray]) -> None:
         self.weight_ = float(config["weight"])
-        parts: list[Head] = []
-        for prefix, cls in (("fusion", FusionHead), ("words", TextLinearHead)):
-            part = config["parts"][prefix]
-            head = cls(**cls._params_from_json(part["params"]))
-            head.classes_ = self.classes_
-            head.validation_report_ = {}
-            head._restore(
-                part,
+        parts = {
+            prefix: (
+                config["parts"][prefix],
                 {
-                    k.removeprefix(prefix + "."): v
+                    k.removeprefix(f"{prefix}."): v
                     for k, v in weights.items()
-                    if k.startswith(prefix + ".")
+                    if k.startswith(prefix)
                 },
             )
-            parts.append(head)
-        self.fusion_, self.words_ = parts  # type: ignore[assignment]
-        self._set_widths()
+            for prefix in ("fusion", "words")
+        }
+        self.words_ = _rebuilt(TextLinearHead, self.classes_, *parts["words"])
+        # The fusion network is rebuilt on first use: prediction may run it from its ONNX graph
+        # instead (`prodcat.heads.onnx_runtime`), and then torch is never imported.
+        self._saved_fusion = parts["fusion"]
+        self.n_image_features_ = int(parts["fusion"][0]["n_image_features"])
+        self.n_text_features_ = int(parts["fusion"][0]["n_text_features"])
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "fusion_" and "_saved_fusion" in self.__dict__:
+            self.fusion_ = _rebuilt(FusionHead, self.classes_, *self.__dict__["_saved_fusion"])
+            return self.fusion_
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def export_onnx(self, path: str | Path) -> Path:
+        """The fusion network's graph (inputs as `FusionHead.export_onnx`); the words part needs
+        no torch and runs from its saved arrays."""
+        fusion = self.fusion_
+        if not isinstance(fusion, FusionHead):
+            raise TypeError(
+                "this blend runs its fusion part from a graph already; nothing to export"
+            )
+        return fusion.export_onnx(path)
 
     def _set_widths(self) -> None:
         """The feature widths the shared input checks compare against: the fusion network's."""
@@ -161,3 +179,13 @@ def _blend(log_f: np.ndarray, log_w: np.ndarray, weight: float) -> np.ndarray:
 
 def _part_config(head: Head) -> dict[str, Any]:
     return {"params": head.get_params(), **head._config()}
+
+
+def _rebuilt(
+    cls: type[Head], classes: np.ndarray, config: dict[str, Any], weights: dict[str, np.ndarray]
+) -> Any:
+    head = cls(**cls._params_from_json(config["params"]))
+    head.classes_ = classes
+    head.validation_report_ = {}
+    head._restore(config, weights)
+    return head
