@@ -17,6 +17,7 @@ from .finetune import FineTuneHead
 from .fusion import FusionHead
 
 if TYPE_CHECKING:
+    from .blend import BlendHead
     from .image import ImageHead
     from .text_linear import TextLinearHead
 
@@ -28,6 +29,7 @@ _HEAD_CLASSES = {
     "image": ("image", "ImageHead"),
     "fusion": ("fusion", "FusionHead"),
     "fine-tune": ("finetune", "FineTuneHead"),
+    "fusion-blend": ("blend", "BlendHead"),
 }
 _LAZY = {cls: module for module, cls in _HEAD_CLASSES.values()}
 
@@ -61,6 +63,7 @@ def load_head(folder: str | Path) -> Head:
 
 __all__ = [
     "HEADS",
+    "BlendHead",
     "FineTuneHead",
     "FusionHead",
     "Head",
