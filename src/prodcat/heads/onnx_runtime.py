@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 
 ONNX_FILE = "head.onnx"
 # Heads whose saved folder gets an ONNX graph (they have `export_onnx`).
-EXPORTED_HEADS = ("fusion", "fine-tune")
+EXPORTED_HEADS = ("fusion", "fine-tune", "fusion-blend")
+# Heads whose graph is only their torch part: the head itself loads and runs that part from it.
+PART_EXPORTED_HEADS = ("fusion-blend",)
 MASK_INPUTS = {"image_mask": "has_image", "text_mask": "has_text"}
 # Rows per ONNX Runtime call: bounds the fine-tune tail's activation memory (~60 MB per 256 rows).
 PREDICT_BATCH = 256
@@ -124,6 +126,10 @@ def load_predict_head(folder: str | Path, *, runtime: str = "onnx") -> Head:
     if runtime not in ("onnx", "torch"):
         raise ValueError(f"runtime={runtime!r} is not supported; expected 'onnx' or 'torch'")
     if runtime == "onnx" and onnx_path(folder).is_file():
+        if read_config(folder).get("name") in PART_EXPORTED_HEADS:
+            head = load_head(folder)  # a blend: its fusion part runs from the graph
+            head.fusion_ = OnnxHead.from_folder(folder)  # type: ignore[attr-defined]
+            return head
         return OnnxHead.from_folder(folder)
     return load_head(folder)
 
