@@ -93,7 +93,7 @@ def test_batch_answers_in_order_and_enforces_its_limit(api: TestClient) -> None:
 def test_model_health_and_metrics(api: TestClient) -> None:
     info = api.get("/v1/model").json()
     assert info["head"] in ("fusion", "fusion-blend") and len(info["classes"]) == 20
-    assert set(info["encoder_versions"]) == {"effnet-lite0", "minilm", "hashbow"}
+    assert {"effnet-lite0", "minilm"} <= set(info["encoder_versions"])
     assert info["limits"]["max_batch_items"] == 4
     assert info["taxonomy"]["labels"][0] == info["classes"][0].split(" > ")
     health = api.get("/healthz").json()
