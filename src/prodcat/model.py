@@ -2,7 +2,8 @@
 
 A model directory holds `model.json` (classes, taxonomy, encoder names and versions, training
 options, validation and test figures, a fingerprint of the training data, the prodcat version) and
-`head/` (the head's own config.json + weights.safetensors). No pickle anywhere. Loading refuses a
+`head/` (the head's own config.json + weights.safetensors) and `gate/` (calibration, thresholds
+and the out-of-distribution reference, see `prodcat.gate`). No pickle anywhere. Loading refuses a
 bundle whose encoders would no longer produce the features the head was trained on.
 """
 
@@ -21,6 +22,7 @@ from prodcat.cache import FeatureCache
 from prodcat.catalogue import Product
 from prodcat.encoders.registry import get_encoder
 from prodcat.features import Features, encode_products
+from prodcat.gate import Gate, restrict
 from prodcat.heads import Head, Inputs, load_head
 from prodcat.hierarchy import back_off, level_probabilities
 from prodcat.taxonomy import Taxonomy, format_path, parse_path
@@ -75,6 +77,7 @@ class Model:
     options: dict[str, Any] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
+    gate: Gate | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -112,13 +115,20 @@ class Model:
         *,
         min_confidence: float | None = None,
         progress: bool = False,
+        threshold: float | None = None,
+        modalities: Sequence[str] | None = None,
     ) -> list[Prediction]:
-        """One answer per product, in order: the Python API behind `prodcat predict`."""
+        """One answer per product, in order: the Python API behind `prodcat predict`.
+
+        `threshold` overrides the accept threshold chosen at training; `modalities` ("image",
+        "text") hides the others from the model, as if the products lacked them.
+        """
         if cache is None:
             from prodcat.paths import default_cache_dir
 
             cache = FeatureCache(default_cache_dir())
         inputs, errors = self.encode(products, cache, progress=progress)
+        inputs = restrict(inputs, modalities)
         proba = self.predict_proba(inputs)
         return self.predictions(
             [p.id for p in products],
@@ -126,15 +136,22 @@ class Model:
             min_confidence=min_confidence,
             errors=errors,
             inputs=inputs,
+            threshold=threshold,
         )
 
     @property
     def accept_threshold(self) -> float:
-        """Probability at or above which an answer is accepted without a person."""
+        """Calibrated probability at or above which a photo + title answer is accepted (the
+        gate has one per modality case, see `Gate.accept_thresholds`)."""
+        if self.gate is not None:
+            return self.gate.accept_thresholds[self.gate.main_case]
         return float(self.options.get("accept_threshold", 0.9))
 
     def predict_proba(self, inputs: Inputs) -> np.ndarray:
-        return self.head.predict_proba(inputs)
+        """Calibrated probabilities (each modality case's temperature) once the gate is fitted."""
+        if self.gate is None:
+            return self.head.predict_proba(inputs)
+        return self.gate.calibrate(self.head.decision_logits(inputs), inputs)
 
     def predictions(
         self,
@@ -144,17 +161,22 @@ class Model:
         min_confidence: float | None = None,
         errors: dict[str, str] | None = None,
         inputs: Inputs | None = None,
+        threshold: float | None = None,
     ) -> list[Prediction]:
-        """Turn probabilities into answers; `min_confidence` backs off to a confident ancestor."""
+        """Turn (calibrated) probabilities into answers with a decision and an OOD score.
+
+        `min_confidence` backs off to a confident ancestor; `threshold` overrides the accept
+        threshold. Without `inputs` there is no OOD score and every case uses `accept_threshold`.
+        """
         classes = self.classes
         levels = level_probabilities(proba, classes)
         chosen = back_off(proba, classes, min_confidence) if min_confidence else None
         top_idx = np.argsort(-proba, axis=1)[:, :TOP_K]
+        decisions, ood = self._decisions(proba, inputs, threshold)
         out = []
         for i, pid in enumerate(ids):
             top = [(classes[j], float(proba[i, j])) for j in top_idx[i]]
             category, probability = chosen[i] if chosen else top[0]
-            decision = "accept" if top[0][1] >= self.accept_threshold else "review"
             out.append(
                 Prediction(
                     id=pid,
@@ -162,18 +184,33 @@ class Model:
                     probability=float(probability),
                     level_probabilities=[float(p) for p in levels[i].values()],
                     top=top,
-                    decision=decision,
+                    decision=decisions[i],
+                    ood_score=None if not np.isfinite(ood[i]) else float(ood[i]),
                     modalities=_modalities(inputs, i),
                     error=(errors or {}).get(pid),
                 )
             )
         return out
 
+    def _decisions(
+        self, proba: np.ndarray, inputs: Inputs | None, threshold: float | None
+    ) -> tuple[list[str], np.ndarray]:
+        """(decision per product, OOD score per product, NaN where there is none)."""
+        if self.gate is None or inputs is None:
+            limit = self.accept_threshold if threshold is None else threshold
+            decisions = ["accept" if p >= limit else "review" for p in proba.max(axis=1)]
+            return decisions, np.full(len(proba), np.nan)
+        ood = self.gate.ood_scores(inputs, proba)
+        cases = self.gate.cases(inputs)
+        return self.gate.decide(proba, ood, cases, threshold=threshold), ood
+
     # -- persistence ----------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.head.save(folder / "head")
+        if self.gate is not None:
+            self.gate.save(folder / "gate")
         config = {
             "format": MODEL_FORMAT,
             "prodcat_version": __version__,
@@ -209,6 +246,7 @@ class Model:
             options=config.get("options", {}),
             figures=config.get("figures", {}),
             fingerprint=config.get("training_data_fingerprint", ""),
+            gate=Gate.load(folder / "gate") if (folder / "gate" / "gate.json").exists() else None,
         )
 
 

@@ -18,7 +18,8 @@ import numpy as np
 from prodcat.cache import FeatureCache
 from prodcat.catalogue import Catalogue, Product
 from prodcat.evaluate import evaluate
-from prodcat.heads import FusionHead, Head, ImageHead, TextLinearHead
+from prodcat.gate import DEFAULT_TARGET_ACCURACY, class_indices, fit_gate, gate_metrics
+from prodcat.heads import FusionHead, Head, ImageHead, Inputs, TextLinearHead
 from prodcat.model import Model, split_encoders, training_fingerprint
 from prodcat.split import split_catalogue
 from prodcat.taxonomy import format_path
@@ -42,8 +43,14 @@ class TrainOptions:
     seed: int = 0
     # Model families the text-linear head searches (the prototype compared L2, L1, forests).
     text_families: tuple[str, ...] = ("l2", "l1", "rf")
+    # Accuracy the accepted products must reach on validation (the gate's accept threshold).
+    target_accuracy: float = DEFAULT_TARGET_ACCURACY
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.target_accuracy <= 1.0:
+            raise ValueError(
+                f"target_accuracy={self.target_accuracy}; expected a number in (0, 1], e.g. 0.995"
+            )
         if self.model not in MODEL_KINDS:
             raise ValueError(f"model={self.model!r} is not known; expected one of {MODEL_KINDS}")
         if self.top_classes is not None and self.min_class_count is not None:
@@ -151,9 +158,24 @@ def train(
 
     val_inputs = inputs.subset(np.arange(n_train, n_train + n_val))
     test_inputs = inputs.subset(np.arange(n_train + n_val, len(everything)))
-    validation = evaluate_products(model, parts["validation"], model.predict_proba(val_inputs))
+    gate_start = time.perf_counter()
+    model.gate = fit_gate(
+        model.head,
+        train_inputs=inputs.subset(np.arange(n_train)),
+        train_y=class_indices([_label(p) for p in train_part], model.classes),
+        validation_inputs=val_inputs,
+        validation_y=class_indices([_label(p) for p in parts["validation"]], model.classes),
+        uses_image=model.image_encoder is not None,
+        uses_text=options.model != "image",
+        target_accuracy=options.target_accuracy,
+        seed=options.seed,
+    )
+    seconds["gate"] = time.perf_counter() - gate_start
+    validation = evaluate_products(
+        model, parts["validation"], model.predict_proba(val_inputs), inputs=val_inputs
+    )
     test_proba = model.predict_proba(test_inputs)
-    test = evaluate_products(model, parts["test"], test_proba)
+    test = evaluate_products(model, parts["test"], test_proba, inputs=test_inputs)
     model.figures = {
         "validation": _headline(validation),
         "test": _headline(test),
@@ -166,10 +188,16 @@ def train(
 
 
 def evaluate_products(
-    model: Model, products: Sequence[Product], proba: np.ndarray
+    model: Model,
+    products: Sequence[Product],
+    proba: np.ndarray,
+    *,
+    inputs: Inputs | None = None,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
-    """`evaluate` with the products' ids, titles and photos for the error gallery."""
-    return evaluate(
+    """`evaluate` with the products' ids, titles and photos for the error gallery; with the
+    model's `inputs` (and a fitted gate) also the gate's figures (`prodcat.gate.gate_metrics`)."""
+    metrics = evaluate(
         [_label(p) if p.label else None for p in products],
         proba,
         model.classes,
@@ -177,6 +205,11 @@ def evaluate_products(
         titles=[p.text for p in products],
         images=[str(p.image) if p.image else None for p in products],
     )
+    if model.gate is not None and inputs is not None:
+        y = class_indices([_label(p) if p.label else None for p in products], model.classes)
+        raw = model.head.predict_proba(inputs)
+        metrics.update(gate_metrics(model.gate, inputs, raw, proba, y, threshold=threshold))
+    return metrics
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -187,6 +220,13 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
         "top3_accuracy",
         "n_in_class",
         "n_out_of_class",
+        "coverage",
+        "accepted_accuracy",
+        "review_top3",
+        "ece",
+        "ece_uncalibrated",
+        "ood_auroc",
+        "ood_flagged_at_95",
     )
     return {k: metrics[k] for k in keys if k in metrics}
 
