@@ -159,16 +159,11 @@ def train(
     val_inputs = inputs.subset(np.arange(n_train, n_train + n_val))
     test_inputs = inputs.subset(np.arange(n_train + n_val, len(everything)))
     gate_start = time.perf_counter()
-    model.gate = fit_gate(
-        model.head,
-        train_inputs=inputs.subset(np.arange(n_train)),
-        train_y=class_indices([_label(p) for p in train_part], model.classes),
-        validation_inputs=val_inputs,
-        validation_y=class_indices([_label(p) for p in parts["validation"]], model.classes),
-        uses_image=model.image_encoder is not None,
-        uses_text=options.model != "image",
-        target_accuracy=options.target_accuracy,
-        seed=options.seed,
+    attach_gate(
+        model,
+        (train_part, inputs.subset(np.arange(n_train))),
+        (parts["validation"], val_inputs),
+        options,
     )
     seconds["gate"] = time.perf_counter() - gate_start
     validation = evaluate_products(
@@ -185,6 +180,26 @@ def train(
     seconds["total"] = time.perf_counter() - start
     model.options["seconds"] = seconds
     return TrainResult(model, parts, excluded, validation, test, test_proba, seconds)
+
+
+def attach_gate(
+    model: Model,
+    train_part: tuple[Sequence[Product], Inputs],
+    validation: tuple[Sequence[Product], Inputs],
+    options: TrainOptions,
+) -> None:
+    """Fit the gate (calibration, thresholds, OOD reference) of a fitted head on validation."""
+    model.gate = fit_gate(
+        model.head,
+        train_inputs=train_part[1],
+        train_y=class_indices([_label(p) for p in train_part[0]], model.classes),
+        validation_inputs=validation[1],
+        validation_y=class_indices([_label(p) for p in validation[0]], model.classes),
+        uses_image=model.image_encoder is not None,
+        uses_text=options.model != "image",
+        target_accuracy=options.target_accuracy,
+        seed=options.seed,
+    )
 
 
 def evaluate_products(
@@ -242,4 +257,4 @@ def _label(product: Product) -> str:
     return format_path(product.label or ())
 
 
-__all__ = ["TrainOptions", "TrainResult", "evaluate_products", "train"]
+__all__ = ["TrainOptions", "TrainResult", "attach_gate", "evaluate_products", "train"]
