@@ -100,7 +100,11 @@ def refit_gate(
     train_part = [p for p in parts["train"] if _label(p) in kept]
     inputs = {
         name: model.encode(products, cache, progress=False)[0]
-        for name, products in (("train", train_part), *parts.items())
+        for name, products in (
+            ("train", train_part),
+            ("validation", parts["validation"]),
+            ("test", parts["test"]),
+        )
     }
     attach_gate(
         model, (train_part, inputs["train"]), (parts["validation"], inputs["validation"]), options

@@ -116,13 +116,13 @@ class Gate:
         temperature = np.array([self.temperatures.get(c, 1.0) for c in cases], dtype=np.float64)
         return softmax(np.asarray(logits, dtype=np.float64) / temperature[:, None])
 
-    def ood_scores(self, inputs: Inputs, proba: np.ndarray) -> np.ndarray:
+    def ood_scores(self, inputs: Inputs, logits: np.ndarray) -> np.ndarray:
         """The combined OOD score per product (NaN without a scorer or any input)."""
         if self.ood is None:
             return np.full(len(inputs), np.nan)
-        return self.ood.combine(self.ood_signals(inputs, proba))
+        return self.ood.combine(self.ood_signals(inputs, logits))
 
-    def ood_signals(self, inputs: Inputs, proba: np.ndarray) -> dict[str, np.ndarray]:
+    def ood_signals(self, inputs: Inputs, logits: np.ndarray) -> dict[str, np.ndarray]:
         assert self.ood is not None
         return self.ood.signals(
             image=inputs.image if self.uses_image else None,
@@ -130,7 +130,7 @@ class Gate:
             text=inputs.text if self.uses_text else None,
             text_mask=inputs.has_text & self.uses_text,
             texts=inputs.texts if self.uses_text else [""] * len(inputs),
-            confidence=np.asarray(proba).max(axis=1),
+            logits=logits,
         )
 
     def decide(
@@ -239,16 +239,16 @@ def fit_gate(
         proba = softmax(logits, gate.temperatures[case])
         correct = proba.argmax(axis=1) == y
         gate.accept_thresholds[case] = choose_threshold(proba.max(axis=1), correct, target_accuracy)
-        per_case[case] = (subset, proba)
+        per_case[case] = (subset, logits)
         gate.validation[case] = _case_figures(gate, case, logits, proba, y)
     for case in _model_cases(uses_image, uses_text):  # cases without validation products
         gate.temperatures.setdefault(case, 1.0)
         gate.accept_thresholds.setdefault(case, choose_threshold(np.zeros(0), np.zeros(0), 0.5))
     if ood is not None and per_case:
-        signals = [gate.ood_signals(inputs, proba) for inputs, proba in per_case.values()]
+        signals = [gate.ood_signals(inputs, logits) for inputs, logits in per_case.values()]
         ood.set_scales({k: np.concatenate([s[k] for s in signals]) for k in signals[0]})
-        for (case, (inputs, proba)), _ in zip(per_case.items(), signals, strict=True):
-            scores = gate.ood_scores(inputs, proba)
+        for case, (inputs, logits) in per_case.items():
+            scores = gate.ood_scores(inputs, logits)
             finite = scores[np.isfinite(scores)]
             if len(finite):
                 gate.unknown_thresholds[case] = float(np.quantile(finite, UNKNOWN_QUANTILE))
@@ -302,7 +302,7 @@ def _case_figures(
 def gate_metrics(
     gate: Gate,
     inputs: Inputs,
-    raw_proba: np.ndarray,
+    logits: np.ndarray,
     proba: np.ndarray,
     y: np.ndarray,
     *,
@@ -310,12 +310,14 @@ def gate_metrics(
 ) -> dict[str, Any]:
     """The gate's figures on labelled products (`y`: class index, -1 out of class, -2 unlabelled).
 
+    `logits` are the head's, `proba` the calibrated probabilities the decisions are made from.
+
     coverage / accepted_accuracy / review_top3 / ECE count in-class products only (as
     `prodcat.evaluate` does); the OOD figures compare in-class with out-of-class products.
     """
     y = np.asarray(y)
     cases = gate.cases(inputs)
-    scores = gate.ood_scores(inputs, proba)
+    scores = gate.ood_scores(inputs, logits)
     decisions = np.array(gate.decide(proba, scores, cases, threshold=threshold), dtype=object)
     inside, outside = y >= 0, y == -1
     conf = proba.max(axis=1)
@@ -324,7 +326,7 @@ def gate_metrics(
     top3 = np.zeros(len(y), dtype=bool)
     top3[inside] = np.any(np.argsort(-proba[inside], axis=1)[:, :3] == y[inside, None], axis=1)
     accepted, review = inside & (decisions == "accept"), inside & (decisions == "review")
-    calibration = calibration_summary(raw_proba, proba, np.where(inside, y, -1))
+    calibration = calibration_summary(softmax(logits), proba, np.where(inside, y, -1))
     out: dict[str, Any] = {
         "coverage": _share(accepted, inside),
         "accepted_accuracy": _share(correct & accepted, accepted),
@@ -342,13 +344,14 @@ def gate_metrics(
         "cases": {c: int(np.sum(inside & (cases == c))) for c in (*CASES, NONE)},
     }
     if outside.any() and inside.any():
-        out.update(_ood_comparison(gate, inputs, proba, scores, inside, outside, decisions))
+        out.update(_ood_comparison(gate, inputs, logits, proba, scores, inside, outside, decisions))
     return out
 
 
 def _ood_comparison(
     gate: Gate,
     inputs: Inputs,
+    logits: np.ndarray,
     proba: np.ndarray,
     scores: np.ndarray,
     inside: np.ndarray,
@@ -359,9 +362,9 @@ def _ood_comparison(
     candidates: dict[str, np.ndarray] = {"ood_score": scores, "max_softmax": 1 - proba.max(axis=1)}
     if gate.ood is not None and gate.uses_text:
         candidates["prototype_rule"] = prototype_rule(inputs.texts, gate.ood.vocabulary)
-        for name, values in gate.ood_signals(inputs, proba).items():
-            if name != "max_softmax":
-                candidates[f"signal:{name}"] = values
+    if gate.ood is not None:
+        for name, values in gate.ood_signals(inputs, logits).items():
+            candidates[f"signal:{name}"] = values
     comparison = {
         name: {
             "auroc": auroc(values[inside], values[outside]),

@@ -200,7 +200,7 @@ class Model:
             limit = self.accept_threshold if threshold is None else threshold
             decisions = ["accept" if p >= limit else "review" for p in proba.max(axis=1)]
             return decisions, np.full(len(proba), np.nan)
-        ood = self.gate.ood_scores(inputs, proba)
+        ood = self.gate.ood_scores(inputs, self.head.decision_logits(inputs))
         cases = self.gate.cases(inputs)
         return self.gate.decide(proba, ood, cases, threshold=threshold), ood
 

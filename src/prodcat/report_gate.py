@@ -17,6 +17,7 @@ OOD_NAMES = {
     "signal:image_distance": "photo embedding distance alone",
     "signal:text_distance": "title embedding distance alone",
     "signal:unseen_words": "share of unseen title words alone",
+    "signal:energy": "energy of the logits alone",
 }
 
 

@@ -222,8 +222,8 @@ def evaluate_products(
     )
     if model.gate is not None and inputs is not None:
         y = class_indices([_label(p) if p.label else None for p in products], model.classes)
-        raw = model.head.predict_proba(inputs)
-        metrics.update(gate_metrics(model.gate, inputs, raw, proba, y, threshold=threshold))
+        logits = model.head.decision_logits(inputs)
+        metrics.update(gate_metrics(model.gate, inputs, logits, proba, y, threshold=threshold))
     return metrics
 
 
