@@ -129,14 +129,15 @@ class Model:
             cache = FeatureCache(default_cache_dir())
         inputs, errors = self.encode(products, cache, progress=progress)
         inputs = restrict(inputs, modalities)
-        proba = self.predict_proba(inputs)
+        logits = self.head.decision_logits(inputs)
         return self.predictions(
             [p.id for p in products],
-            proba,
+            self.calibrate(logits, inputs),
             min_confidence=min_confidence,
             errors=errors,
             inputs=inputs,
             threshold=threshold,
+            logits=logits,
         )
 
     @property
@@ -153,6 +154,14 @@ class Model:
             return self.head.predict_proba(inputs)
         return self.gate.calibrate(self.head.decision_logits(inputs), inputs)
 
+    def calibrate(self, logits: np.ndarray, inputs: Inputs) -> np.ndarray:
+        """`predict_proba` from the head's logits (computed once when the caller has them)."""
+        if self.gate is None:
+            from prodcat.calibration import softmax
+
+            return softmax(logits)
+        return self.gate.calibrate(logits, inputs)
+
     def predictions(
         self,
         ids: Sequence[str],
@@ -162,17 +171,19 @@ class Model:
         errors: dict[str, str] | None = None,
         inputs: Inputs | None = None,
         threshold: float | None = None,
+        logits: np.ndarray | None = None,
     ) -> list[Prediction]:
         """Turn (calibrated) probabilities into answers with a decision and an OOD score.
 
         `min_confidence` backs off to a confident ancestor; `threshold` overrides the accept
         threshold. Without `inputs` there is no OOD score and every case uses `accept_threshold`.
+        `logits` (the head's, for `inputs`) spare a second pass through the head.
         """
         classes = self.classes
         levels = level_probabilities(proba, classes)
         chosen = back_off(proba, classes, min_confidence) if min_confidence else None
         top_idx = np.argsort(-proba, axis=1)[:, :TOP_K]
-        decisions, ood = self._decisions(proba, inputs, threshold)
+        decisions, ood = self._decisions(proba, inputs, threshold, logits)
         out = []
         for i, pid in enumerate(ids):
             top = [(classes[j], float(proba[i, j])) for j in top_idx[i]]
@@ -193,14 +204,20 @@ class Model:
         return out
 
     def _decisions(
-        self, proba: np.ndarray, inputs: Inputs | None, threshold: float | None
+        self,
+        proba: np.ndarray,
+        inputs: Inputs | None,
+        threshold: float | None,
+        logits: np.ndarray | None,
     ) -> tuple[list[str], np.ndarray]:
         """(decision per product, OOD score per product, NaN where there is none)."""
         if self.gate is None or inputs is None:
             limit = self.accept_threshold if threshold is None else threshold
             decisions = ["accept" if p >= limit else "review" for p in proba.max(axis=1)]
             return decisions, np.full(len(proba), np.nan)
-        ood = self.gate.ood_scores(inputs, self.head.decision_logits(inputs))
+        if logits is None:
+            logits = self.head.decision_logits(inputs)
+        ood = self.gate.ood_scores(inputs, logits)
         cases = self.gate.cases(inputs)
         return self.gate.decide(proba, ood, cases, threshold=threshold), ood
 
