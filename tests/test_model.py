@@ -195,3 +195,35 @@ def test_the_python_api_answers_every_product_with_a_decision(
         a.category == format_path(p.label or ()) for a, p in zip(answers, products, strict=True)
     )
     assert right >= 36
+
+
+def test_fine_tuned_photo_model_trains_saves_and_predicts_through_the_cli(
+    tmp_path: Path, sample_catalogue: Catalogue
+) -> None:
+    """`--fine-tune` feeds the head the trunk's cached activations, at train and predict time."""
+    wanted = ["Accessories > Watches > Watches", "Apparel > Topwear > Tshirts"]
+    rows = [p for p in sample_catalogue.products if format_path(p.label or ()) in wanted]
+    table = tmp_path / "small.csv"
+    with table.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "title", "image", "category"])
+        for p in rows[:160]:
+            writer.writerow([p.id, p.text, p.image, format_path(p.label or ())])
+    folder = tmp_path / "tuned"
+    args = ["train", str(table), "--out", str(folder), "--model", "image", "--fine-tune"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((folder / "model.json").read_text())
+    assert saved["head"] == "fine-tune"
+    assert saved["encoders"] == {"image": "effnet-lite0-trunk", "text": None}
+    # Watches and T-shirts look nothing alike: a working photo model separates them.
+    assert saved["figures"]["test"]["accuracy"] >= 0.9
+    result = runner.invoke(
+        app, ["predict", str(folder), str(table), "--out", str(tmp_path / "p.csv")]
+    )
+    assert result.exit_code == 0, result.output
+    with (tmp_path / "p.csv").open() as handle:
+        answers = list(csv.DictReader(handle))
+    assert len(answers) == min(len(rows), 160)
+    truth = {p.id: format_path(p.label or ()) for p in rows}
+    assert np.mean([a["category"] == truth[a["id"]] for a in answers]) >= 0.9

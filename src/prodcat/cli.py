@@ -191,6 +191,13 @@ def train_cmd(
     min_class_count: Annotated[
         int | None, typer.Option(help="Learn classes with at least N training products (5).")
     ] = None,
+    fine_tune: Annotated[
+        bool,
+        typer.Option(
+            "--fine-tune",
+            help="Also train the last EfficientNet-Lite blocks (fusion or image; slower).",
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     target_accuracy: Annotated[
         float, typer.Option(help="Accuracy of accepted products to reach on validation.")
@@ -215,6 +222,7 @@ def train_cmd(
             min_class_count=min_class_count,
             seed=seed,
             target_accuracy=target_accuracy,
+            fine_tune=fine_tune,
         )
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")

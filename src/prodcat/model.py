@@ -29,6 +29,7 @@ from prodcat.taxonomy import Taxonomy, format_path, parse_path
 
 MODEL_FORMAT = 1
 TOP_K = 5
+TRUNK_SUFFIX = "-trunk"
 # What happens to a prediction: labelled automatically, sent to a person with suggestions, or
 # flagged as a kind of product the model does not know (also sent to a person).
 DECISIONS = ("accept", "review", "unknown")
@@ -295,7 +296,13 @@ def build_inputs(
         mask, rows = feats.lookup(ids)
         matrix = np.zeros((len(ids), feats.vectors.shape[1]), dtype=np.float32)
         matrix[mask] = rows
-        kwargs[name], kwargs[f"{name}_mask"] = matrix, mask
+        # A trunk encoder's output is the activations the fine-tune head runs its tail on.
+        key = "image_activations" if feats.encoder.endswith(TRUNK_SUFFIX) else name
+        kwargs[key], kwargs[f"{name}_mask"] = matrix, mask
+    if "image_activations" in kwargs and text is None:
+        # The fine-tune head always has a text branch; a photo-only one gets an empty input.
+        kwargs["text"] = np.zeros((len(ids), 0), dtype=np.float32)
+        kwargs["text_mask"] = np.zeros(len(ids), dtype=bool)
     errors = {**(image.errors if image else {}), **(text.errors if text else {})}
     return Inputs(texts=[p.text for p in products], **kwargs), errors
 

@@ -17,9 +17,10 @@ import numpy as np
 
 from prodcat.cache import FeatureCache
 from prodcat.catalogue import Catalogue, Product
+from prodcat.encoders.image import effnet_spec
 from prodcat.evaluate import evaluate
 from prodcat.gate import DEFAULT_TARGET_ACCURACY, class_indices, fit_gate, gate_metrics
-from prodcat.heads import FusionHead, Head, ImageHead, Inputs, TextLinearHead
+from prodcat.heads import FineTuneHead, FusionHead, Head, ImageHead, Inputs, TextLinearHead
 from prodcat.model import Model, split_encoders, training_fingerprint
 from prodcat.split import split_catalogue
 from prodcat.taxonomy import format_path
@@ -41,6 +42,8 @@ class TrainOptions:
     top_classes: int | None = None
     min_class_count: int | None = None
     seed: int = 0
+    # Train the last EfficientNet-Lite blocks too (on cached activations; fusion or image).
+    fine_tune: bool = False
     # Model families the text-linear head searches (the prototype compared L2, L1, forests).
     text_families: tuple[str, ...] = ("l2", "l1", "rf")
     # Accuracy the accepted products must reach on validation (the gate's accept threshold).
@@ -59,6 +62,10 @@ class TrainOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name}={value}; expected a positive number")
+        if self.fine_tune and self.model == "text":
+            raise ValueError(
+                "--fine-tune trains the photo network: use it with --model fusion or image"
+            )
         text = self.resolved_text_encoder
         if self.model == "text" and text not in SPARSE_TEXT:
             raise ValueError(f"--model text uses --text-encoder bow or tfidf, not {text!r}")
@@ -66,6 +73,13 @@ class TrainOptions:
             raise ValueError(
                 f"--model fusion needs dense text embeddings (--text-encoder minilm), not {text!r}"
             )
+
+    @property
+    def resolved_image_encoder(self) -> str | None:
+        """The encoder whose output the head takes: the frozen trunk when fine-tuning."""
+        if self.model == "text":
+            return None
+        return f"{self.image_encoder}-trunk" if self.fine_tune else self.image_encoder
 
     @property
     def resolved_text_encoder(self) -> str:
@@ -111,6 +125,14 @@ def make_head(options: TrainOptions) -> Head:
             families=options.text_families,
             random_state=options.seed,
         )
+    if options.fine_tune:
+        spec = effnet_spec(options.image_encoder)
+        return FineTuneHead(
+            encoder=options.image_encoder,
+            cut=spec.default_cut,
+            size=spec.native_size,
+            random_state=options.seed,
+        )
     if options.model == "image":
         return ImageHead()
     return FusionHead(random_state=options.seed)
@@ -135,7 +157,7 @@ def train(
 
     model = Model(
         head=make_head(options),
-        image_encoder=options.image_encoder if options.model in ("fusion", "image") else None,
+        image_encoder=options.resolved_image_encoder,
         text_encoder=options.resolved_text_encoder if options.model == "fusion" else None,
         encoder_versions={},
         options={**asdict(options), "text_encoder": options.resolved_text_encoder},

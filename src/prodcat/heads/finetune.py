@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import functools
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -354,14 +355,17 @@ class FineTuneHead(Head):
         tail = load_effnet_tail(self.encoder, self.size, self.cut)
         # See FineTuneNet.maps; Module.to(memory_format=...) is missing from torch's stubs.
         tail = tail.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        fusion = network_class()(
-            FEATURE_DIM,
-            self.n_text_features_,
-            len(self.classes_),
-            self.proj_dim,
-            self.hidden_dim,
-            float(self.dropout),
-        )
+        with warnings.catch_warnings():
+            # A photo-only model has a 0-wide text input; torch warns that it has nothing to init.
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+            fusion = network_class()(
+                FEATURE_DIM,
+                self.n_text_features_,
+                len(self.classes_),
+                self.proj_dim,
+                self.hidden_dim,
+                float(self.dropout),
+            )
         return network_class_finetune()(tail, fusion, self.activation_shape_)
 
     def _set_standardisers(self, X: Inputs, pooled: np.ndarray) -> None:
