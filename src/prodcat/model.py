@@ -185,6 +185,12 @@ class Model:
         chosen = back_off(proba, classes, min_confidence) if min_confidence else None
         top_idx = np.argsort(-proba, axis=1)[:, :TOP_K]
         decisions, ood = self._decisions(proba, inputs, threshold, logits)
+        # What the answer was made from: of what a product has, what the model uses.
+        shown = (
+            [[] if c == "none" else c.split("+") for c in self.gate.cases(inputs)]
+            if self.gate is not None and inputs is not None
+            else None
+        )
         out = []
         for i, pid in enumerate(ids):
             top = [(classes[j], float(proba[i, j])) for j in top_idx[i]]
@@ -198,7 +204,7 @@ class Model:
                     top=top,
                     decision=decisions[i],
                     ood_score=None if not np.isfinite(ood[i]) else float(ood[i]),
-                    modalities=_modalities(inputs, i),
+                    modalities=shown[i] if shown else _modalities(inputs, i),
                     error=(errors or {}).get(pid),
                 )
             )
