@@ -53,3 +53,26 @@ def sample_model_dir(
         cache=FeatureCache(private_cache_dir),
     )
     return result.model.save(tmp_path_factory.mktemp("sample-model") / "fusion")
+
+
+# -- the review desk (tests/test_desk_*.py; helpers in tests/desk_support.py) ------------------
+@pytest.fixture(scope="session")
+def desk_predictions(sample_model_dir: Path, sample_catalogue: Catalogue, private_cache_dir: Path):
+    """The sample model's predictions over the whole sample, computed once: the desk's queue."""
+    from prodcat.cache import FeatureCache
+    from prodcat.model import Model
+
+    model = Model.load(sample_model_dir)
+    return model, model.predict(sample_catalogue.products, FeatureCache(private_cache_dir))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server started for this session on a random loopback port."""
+    from desk_support import postgres_available, postgres_server
+
+    why_not = postgres_available()
+    if why_not:
+        pytest.skip(why_not)
+    with postgres_server() as url:
+        yield url

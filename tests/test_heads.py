@@ -54,6 +54,10 @@ FAST_PARAMS: dict[str, dict[str, Any]] = {
     "text-linear": {"n_iter": 2, "random_state": 1},
     "image": {"Cs": (0.01, 1.0), "max_iter": 300},
     "fusion": {"proj_dim": 64, "hidden_dim": 64, "max_epochs": 8, "patience": 3},
+    "fusion-blend": {
+        "fusion": {"proj_dim": 64, "hidden_dim": 64, "max_epochs": 8, "patience": 3},
+        "words": {"n_iter": 2},
+    },
     "fine-tune": {
         "size": FINETUNE_SIZE,
         "proj_dim": 32,

@@ -67,8 +67,8 @@ def test_fusion_model_is_accurate_on_the_held_out_part(
 def test_model_json_says_how_it_was_made(trained: tuple[Path, dict[str, object]]) -> None:
     folder, _ = trained
     config = json.loads((folder / "model.json").read_text())
-    assert config["head"] == "fusion"
-    assert set(config["encoder_versions"]) == {"effnet-lite0", "minilm", "hashbow"}
+    assert config["head"] == "fusion-blend"
+    assert set(config["encoder_versions"]) == {"effnet-lite0", "minilm"}
     assert len(config["classes"]) == 20  # the 20 main paths; the 1-3 product ones are left out
     assert len(config["training_data_fingerprint"]) == 64
     assert config["figures"]["test"]["accuracy"] > 0.89

@@ -203,6 +203,10 @@ def train_cmd(
         float, typer.Option(help="Accuracy of accepted products to reach on validation.")
     ] = DEFAULT_TARGET_ACCURACY,
     report: Annotated[Path | None, typer.Option(help="Also write the HTML report here.")] = None,
+    extra_labels: Annotated[
+        Path | None,
+        typer.Option(help="labels CSV (prodcat review export): overrides labels for its ids."),
+    ] = None,
     cache_dir: CacheDir = None,
     id_column: IdColumn = "id",
     text_column: TextColumns = None,
@@ -228,11 +232,33 @@ def train_cmd(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     cat = _load(catalogue, mapping)
+    if extra_labels is not None:
+        cat = _with_extra_labels(cat, extra_labels)
     result = _train(cat, options, FeatureCache(cache_dir))
     result.model.save(out_dir)
     out.print(f"model: {out_dir}")
     if report is not None:
         _write_report(result, report)
+
+
+def _with_extra_labels(cat: Catalogue, path: Path) -> Catalogue:
+    from prodcat.extra_labels import apply_extra_labels, read_labels_csv
+
+    try:
+        extra = read_labels_csv(path)
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    cat, unknown = apply_extra_labels(cat, extra)
+    out.print(f"extra labels: {len(extra.labels) - len(unknown):,} products relabelled from {path}")
+    for line in extra.problems[:20]:
+        err.print(f"[yellow]{line}[/yellow]")
+    if unknown:
+        err.print(
+            f"[yellow]{len(unknown):,} labelled ids are not in the catalogue, left out:[/yellow] "
+            + ", ".join(unknown[:10])
+        )
+    return cat
 
 
 def _train(cat: Catalogue, options: TrainOptions, cache: FeatureCache) -> TrainResult:
@@ -535,6 +561,11 @@ def demo(
         "- the catalogue format and the code map: README.md"
     )
 
+
+# The review desk's commands (queue, review ...) live in their own module.
+from prodcat.desk.cli import register  # noqa: E402
+
+register(app)
 
 if __name__ == "__main__":
     app()

@@ -20,7 +20,7 @@ from prodcat.catalogue import Catalogue, Product
 from prodcat.encoders.image import effnet_spec
 from prodcat.evaluate import evaluate
 from prodcat.gate import DEFAULT_TARGET_ACCURACY, class_indices, fit_gate, gate_metrics
-from prodcat.heads import FineTuneHead, FusionHead, Head, ImageHead, Inputs, TextLinearHead
+from prodcat.heads import BlendHead, FineTuneHead, Head, ImageHead, Inputs, TextLinearHead
 from prodcat.model import Model, split_encoders, training_fingerprint
 from prodcat.split import split_catalogue
 from prodcat.taxonomy import format_path
@@ -38,7 +38,7 @@ DEFAULT_MIN_CLASS_COUNT = 5
 class TrainOptions:
     model: ModelKind = "fusion"
     image_encoder: str = "effnet-lite0"
-    text_encoder: str | None = None  # default: minilm+hashbow for fusion, tfidf for text
+    text_encoder: str | None = None  # default: minilm for fusion, tfidf for text
     top_classes: int | None = None
     min_class_count: int | None = None
     seed: int = 0
@@ -85,7 +85,7 @@ class TrainOptions:
     def resolved_text_encoder(self) -> str:
         if self.text_encoder:
             return self.text_encoder
-        return "tfidf" if self.model == "text" else "minilm+hashbow"
+        return "tfidf" if self.model == "text" else "minilm"
 
 
 @dataclass
@@ -135,7 +135,7 @@ def make_head(options: TrainOptions) -> Head:
         )
     if options.model == "image":
         return ImageHead()
-    return FusionHead(random_state=options.seed)
+    return BlendHead(random_state=options.seed)
 
 
 def train(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import Head, Inputs, read_config
+from .blend import BlendHead
 from .finetune import FineTuneHead
 from .fusion import FusionHead
 from .image import ImageHead
@@ -20,6 +21,7 @@ HEADS: dict[str, type[Head]] = {
     ImageHead.name: ImageHead,
     FusionHead.name: FusionHead,
     FineTuneHead.name: FineTuneHead,
+    BlendHead.name: BlendHead,
 }
 
 
@@ -37,6 +39,7 @@ def load_head(folder: str | Path) -> Head:
 
 __all__ = [
     "HEADS",
+    "BlendHead",
     "FineTuneHead",
     "FusionHead",
     "Head",

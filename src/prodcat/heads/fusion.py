@@ -34,6 +34,7 @@ HOLDOUT_FRACTION = 0.1
 ONNX_OPSET = 17
 ONNX_INPUTS = ("image", "text", "image_mask", "text_mask")
 PREDICT_BATCH = 4096
+SCHEDULES = ("one-cycle", "constant")
 
 
 @functools.cache
@@ -189,7 +190,9 @@ class FusionHead(Head):
         dropout: dropout after the projections and the hidden layer.
         modality_dropout: per training product with both modalities, the probability that the
             photo is hidden, and (separately) that the title is hidden; at most 0.5.
-        lr, weight_decay: AdamW settings.
+        lr, weight_decay: AdamW settings; `lr` is the peak of the one-cycle schedule.
+        schedule: "one-cycle" (warm up, then anneal to ~0 over `max_epochs`: on T10 it reached
+            a better validation accuracy in 15 epochs than a constant rate in 40) or "constant".
         batch_size: products per step.
         max_epochs, patience: early stopping on validation accuracy (the best epoch is kept).
         label_smoothing: of the cross-entropy.
@@ -204,13 +207,14 @@ class FusionHead(Head):
         self,
         *,
         proj_dim: int = 256,
-        hidden_dim: int = 256,
+        hidden_dim: int = 512,
         dropout: float = 0.2,
         modality_dropout: float = 0.25,
         lr: float = 1e-3,
+        schedule: str = "one-cycle",
         weight_decay: float = 1e-2,
         batch_size: int = 256,
-        max_epochs: int = 40,
+        max_epochs: int = 15,
         patience: int = 5,
         label_smoothing: float = 0.1,
         random_state: int = 0,
@@ -221,6 +225,7 @@ class FusionHead(Head):
         self.dropout = dropout
         self.modality_dropout = modality_dropout
         self.lr = lr
+        self.schedule = schedule
         self.weight_decay = weight_decay
         self.batch_size = batch_size
         self.max_epochs = max_epochs
@@ -231,6 +236,8 @@ class FusionHead(Head):
 
     # -- fitting ---------------------------------------------------------------------------
     def _check_params(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r}; expected one of {SCHEDULES}")
         for name in ("proj_dim", "hidden_dim", "batch_size", "max_epochs", "patience", "n_threads"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -338,6 +345,14 @@ class FusionHead(Head):
         image, text, image_mask, text_mask = self._tensors(X)
         target = torch.from_numpy(np.searchsorted(self.classes_, y.astype(str)).astype(np.int64))
         optimiser = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        steps_per_epoch = -(-len(target) // self.batch_size)
+        scheduler = (
+            torch.optim.lr_scheduler.OneCycleLR(
+                optimiser, max_lr=self.lr, total_steps=self.max_epochs * steps_per_epoch
+            )
+            if self.schedule == "one-cycle"
+            else None
+        )
         loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=float(self.label_smoothing))
         generator = torch.Generator().manual_seed(self.random_state)
         history: list[dict[str, Any]] = []
@@ -356,6 +371,8 @@ class FusionHead(Head):
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
+                if scheduler is not None:
+                    scheduler.step()
                 total += float(loss.detach()) * len(batch)
             by_modality = self._accuracy_by_modality(X_val, y_val)
             score = float(np.mean([v for v in by_modality.values() if v is not None]))

@@ -1,0 +1,1 @@
+"""The review desk: a web app where people confirm or correct what the model was unsure of."""

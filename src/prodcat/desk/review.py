@@ -1,0 +1,215 @@
+"""What a reviewer does: get the next product (leased), answer, skip, undo.
+
+Each call is one transaction; `answer` returns only after its commit, so what the desk shows as
+saved is on disk. Leases keep two reviewers off the same answer slot: a product that needs N
+answers is handed out only while answers + unexpired leases of others < N.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, func, select
+from sqlalchemy.orm import Session
+
+from prodcat.desk.db import Answer, Database, Item, Lease, Skip, User, put_setting, utcnow
+
+DEFAULT_LEASE_MINUTES = 10
+
+
+class ReviewError(ValueError):
+    """A request the desk refuses; the message says why."""
+
+
+@dataclass
+class Task:
+    product_id: str
+    title: str
+    top: list[tuple[str, float]]
+    decision: str
+    ood_score: float | None
+    model_version: str
+    has_image: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "product_id": self.product_id,
+            "title": self.title,
+            "top": [{"category": c, "probability": p} for c, p in self.top],
+            "decision": self.decision,
+            "ood_score": self.ood_score,
+            "model_version": self.model_version,
+            "image_url": f"/image/{self.product_id}" if self.has_image else None,
+        }
+
+
+def task_of(item: Item) -> Task:
+    return Task(
+        product_id=item.product_id,
+        title=item.title,
+        top=[(str(c), float(p)) for c, p in json.loads(item.top_json)],
+        decision=item.decision,
+        ood_score=item.ood_score,
+        model_version=item.model_version,
+        has_image=bool(item.image_path),
+    )
+
+
+def answers_per_product(s: Session) -> int:
+    from prodcat.desk.db import Setting
+
+    row = s.get(Setting, "answers_per_product")
+    return int(row.value) if row else 1
+
+
+def lease_minutes(s: Session) -> float:
+    from prodcat.desk.db import Setting
+
+    row = s.get(Setting, "lease_minutes")
+    return float(row.value) if row else DEFAULT_LEASE_MINUTES
+
+
+def set_answers_per_product(db: Database, n: int) -> None:
+    if n not in (1, 2):
+        raise ReviewError(f"answers per product {n}: expected 1 or 2")
+    with db.session() as s, s.begin():
+        put_setting(s, "answers_per_product", str(n))
+
+
+def set_lease_minutes(db: Database, minutes: float) -> None:
+    if not 0 < minutes <= 24 * 60:
+        raise ReviewError(f"lease minutes {minutes}: expected more than 0, at most 1440")
+    with db.session() as s, s.begin():
+        put_setting(s, "lease_minutes", str(minutes))
+
+
+def next_task(db: Database, user: User) -> Task | None:
+    """The product this reviewer holds a lease on, else the most uncertain free one (leased)."""
+    with db.session() as s, s.begin():
+        now = utcnow()
+        s.execute(delete(Lease).where(Lease.expires_at <= now))
+        held = s.scalar(
+            select(Item)
+            .join(Lease, Lease.product_id == Item.product_id)
+            .where(Lease.user_id == user.id)
+            .order_by(Item.probability, Item.product_id)
+            .limit(1)
+        )
+        if held is not None:
+            return task_of(held)
+        item = _free_item(s, db, user, answers_per_product(s))
+        if item is None:
+            return None
+        expires = now + timedelta(minutes=lease_minutes(s))
+        s.add(Lease(product_id=item.product_id, user_id=user.id, expires_at=expires))
+        return task_of(item)
+
+
+def _free_item(s: Session, db: Database, user: User, needed: int) -> Item | None:
+    n_answers = (
+        select(func.count(Answer.id)).where(Answer.product_id == Item.product_id).scalar_subquery()
+    )
+    n_leases = (
+        select(func.count(Lease.id))
+        .where(Lease.product_id == Item.product_id, Lease.user_id != user.id)
+        .scalar_subquery()
+    )
+    mine = exists().where(Answer.product_id == Item.product_id, Answer.reviewer == user.name)
+    skipped = exists().where(and_(Skip.product_id == Item.product_id, Skip.user_id == user.id))
+    stmt = (
+        select(Item)
+        .where(Item.queued, ~mine, ~skipped, n_answers + n_leases < needed)
+        .order_by(Item.probability, Item.product_id)
+        .limit(1)
+    )
+    if db.is_postgres:
+        # Another reviewer choosing at the same moment locks the row; skip it rather than
+        # wait and then hand both of them the same product.
+        stmt = stmt.with_for_update(skip_locked=True, of=Item)
+    return s.scalar(stmt)
+
+
+def answer(
+    db: Database, user: User, product_id: str, category: str, *, new_category: bool = False
+) -> Answer:
+    """Record the reviewer's category for a product and release the lease; committed on return."""
+    category = " > ".join(part.strip() for part in category.split(">") if part.strip())
+    if not category:
+        raise ReviewError(f"product {product_id}: the category is empty; expected 'A > B > C'")
+    with db.session() as s, s.begin():
+        item = s.get(Item, product_id)
+        if item is None or not item.queued:
+            raise ReviewError(f"product {product_id!r} is not in the review queue")
+        if s.scalar(select(Answer).where(*_mine(product_id, user))) is not None:
+            raise ReviewError(f"product {product_id!r}: you have answered it already")
+        lease = s.scalar(select(Lease).where(*_lease_of(product_id, user)))
+        if lease is None and _slots_left(s, product_id, user) <= 0:
+            raise ReviewError(f"product {product_id!r} has all the answers it needs")
+        row = Answer(
+            product_id=product_id,
+            reviewer=user.name,
+            category=category,
+            new_category=new_category,
+            model_suggestion=item.category,
+            agreed=category == item.category,
+            source="desk",
+            created_at=utcnow(),
+        )
+        s.add(row)
+        s.execute(delete(Lease).where(*_lease_of(product_id, user)))
+        s.flush()
+        return row
+
+
+def _slots_left(s: Session, product_id: str, user: User) -> int:
+    now = utcnow()
+    taken = s.scalar(select(func.count(Answer.id)).where(Answer.product_id == product_id)) or 0
+    leased = (
+        s.scalar(
+            select(func.count(Lease.id)).where(
+                Lease.product_id == product_id, Lease.user_id != user.id, Lease.expires_at > now
+            )
+        )
+        or 0
+    )
+    return answers_per_product(s) - taken - leased
+
+
+def _mine(product_id: str, user: User) -> tuple[Any, ...]:
+    return (Answer.product_id == product_id, Answer.reviewer == user.name)
+
+
+def _lease_of(product_id: str, user: User) -> tuple[Any, ...]:
+    return (Lease.product_id == product_id, Lease.user_id == user.id)
+
+
+def skip(db: Database, user: User, product_id: str) -> None:
+    """Put the product aside for this reviewer (others still get it) and release the lease."""
+    with db.session() as s, s.begin():
+        if s.get(Item, product_id) is None:
+            raise ReviewError(f"product {product_id!r} is not in the review queue")
+        if s.get(Skip, (product_id, user.id)) is None:
+            s.add(Skip(product_id=product_id, user_id=user.id, created_at=utcnow()))
+        s.execute(delete(Lease).where(*_lease_of(product_id, user)))
+
+
+def undo(db: Database, user: User) -> Task | None:
+    """Withdraw this reviewer's last desk answer; the product comes back to them, leased."""
+    with db.session() as s, s.begin():
+        last = s.scalar(
+            select(Answer)
+            .where(Answer.reviewer == user.name, Answer.source == "desk")
+            .order_by(Answer.created_at.desc(), Answer.id.desc())
+            .limit(1)
+        )
+        if last is None:
+            return None
+        item = s.get(Item, last.product_id)
+        s.delete(last)
+        s.execute(delete(Lease).where(Lease.user_id == user.id))
+        expires = utcnow() + timedelta(minutes=lease_minutes(s))
+        s.add(Lease(product_id=last.product_id, user_id=user.id, expires_at=expires))
+        return task_of(item) if item else None
