@@ -181,9 +181,15 @@ def test_the_python_api_answers_every_product_with_a_decision(
     answers = model.predict(products)
     assert [a.id for a in answers] == [p.id for p in products]
     assert {a.decision for a in answers} <= {"accept", "review", "unknown"}
-    # Sure answers are accepted, unsure ones go to review: the decision follows the threshold.
+    # The gate's rule: unknown above the OOD threshold, else accept at the calibrated threshold.
+    assert model.gate is not None
+    unknown_at = model.gate.unknown_thresholds["image+text"]
     for a in answers:
-        assert (a.decision == "accept") == (a.top[0][1] >= model.accept_threshold)
+        assert a.ood_score is not None
+        if a.ood_score > unknown_at:
+            assert a.decision == "unknown"
+        else:
+            assert (a.decision == "accept") == (a.top[0][1] >= model.accept_threshold)
         assert a.modalities == ["image", "text"]
     right = sum(
         a.category == format_path(p.label or ()) for a, p in zip(answers, products, strict=True)

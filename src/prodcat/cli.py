@@ -24,6 +24,7 @@ from prodcat.catalogue import (
 )
 from prodcat.encoders.registry import get_encoder, list_encoders
 from prodcat.features import encode_products
+from prodcat.gate import DEFAULT_TARGET_ACCURACY, parse_modalities, restrict
 from prodcat.inference import Predictor
 from prodcat.model import Model, ModelError, Prediction
 from prodcat.predictions import write_predictions
@@ -61,6 +62,18 @@ LabelColumns = Annotated[
 Separator = Annotated[str, typer.Option("--separator", help="Separator of the category path.")]
 CacheDir = Annotated[
     Path | None, typer.Option("--cache-dir", help="Feature cache folder (default: user cache).")
+]
+Modalities = Annotated[
+    str | None,
+    typer.Option(
+        "--modalities", help="What the model may see: image,text (default), image or text."
+    ),
+]
+Threshold = Annotated[
+    float | None,
+    typer.Option(
+        "--threshold", help="Accept answers at least this probable (overrides the trained one)."
+    ),
 ]
 
 
@@ -188,6 +201,9 @@ def train_cmd(
         ),
     ] = False,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    target_accuracy: Annotated[
+        float, typer.Option(help="Accuracy of accepted products to reach on validation.")
+    ] = DEFAULT_TARGET_ACCURACY,
     report: Annotated[Path | None, typer.Option(help="Also write the HTML report here.")] = None,
     extra_labels: Annotated[
         Path | None,
@@ -211,6 +227,7 @@ def train_cmd(
             top_classes=top_classes,
             min_class_count=min_class_count,
             seed=seed,
+            target_accuracy=target_accuracy,
             fine_tune=fine_tune,
         )
     except ValueError as exc:
@@ -262,7 +279,26 @@ def _train(cat: Catalogue, options: TrainOptions, cache: FeatureCache) -> TrainR
             + (" ..." if len(result.excluded) > 8 else "")
         )
     out.print(_figures_table(result))
+    if result.model.gate is not None:
+        out.print(_gate_line(result))
     return result
+
+
+def _gate_line(result: TrainResult) -> str:
+    """The gate on the test part: what share is accepted, how accurate, how well calibrated."""
+    t = result.test
+    return (
+        f"gate (test): coverage {_fmt(t.get('coverage'), '.2%')} at accepted accuracy "
+        f"{_fmt(t.get('accepted_accuracy'), '.2%')} (target "
+        f"{result.model.options.get('target_accuracy')}), review top-3 "
+        f"{_fmt(t.get('review_top3'), '.2%')}, ECE {_fmt(t.get('ece_uncalibrated'), '.4f')} -> "
+        f"{_fmt(t.get('ece'), '.4f')}"
+        + (
+            f", OOD AUROC {_fmt(t.get('ood_auroc'), '.3f')}"
+            if t.get("ood_auroc") is not None
+            else ""
+        )
+    )
 
 
 def _figures_table(result: TrainResult) -> Table:
@@ -321,6 +357,8 @@ def evaluate_cmd(
     ] = "all",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures here.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write the HTML report here.")] = None,
+    modalities: Modalities = None,
+    threshold: Threshold = None,
     cache_dir: CacheDir = None,
     id_column: IdColumn = "id",
     text_column: TextColumns = None,
@@ -340,10 +378,16 @@ def evaluate_cmd(
             err.print(f"[red]error:[/red] --part {part!r}; expected all, {', '.join(parts)}")
             raise typer.Exit(2)
         products = parts[part]
+    shown = _modalities(modalities)
     inputs, _ = loaded.encode(products, FeatureCache(cache_dir))
-    metrics = evaluate_products(loaded, products, loaded.predict_proba(inputs))
+    inputs = restrict(inputs, shown)
+    metrics = evaluate_products(
+        loaded, products, loaded.predict_proba(inputs), inputs=inputs, threshold=threshold
+    )
     table = Table("figure", "value", title=f"{model_dir} on {catalogue} ({part})")
-    for key in ("accuracy", "macro_f1", "top3_accuracy", "n_in_class", "n_out_of_class"):
+    for key in (*EVALUATE_KEYS, *GATE_KEYS):
+        if key not in metrics:
+            continue
         value = metrics[key]
         table.add_row(key, _fmt(value, ".4f" if isinstance(value, float) else ","))
     table.add_row("level_accuracy", " / ".join(f"{a:.4f}" for a in metrics["level_accuracy"]))
@@ -360,6 +404,27 @@ def evaluate_cmd(
         out.print(f"report: {path}")
 
 
+EVALUATE_KEYS = ("accuracy", "macro_f1", "top3_accuracy", "n_in_class", "n_out_of_class")
+GATE_KEYS = (
+    "coverage",
+    "accepted_accuracy",
+    "review_top3",
+    "unknown_share",
+    "ece_uncalibrated",
+    "ece",
+    "ood_auroc",
+    "ood_flagged_at_95",
+)
+
+
+def _modalities(value: str | None) -> frozenset[str] | None:
+    try:
+        return parse_modalities(value)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] --modalities: {exc}")
+        raise typer.Exit(2) from None
+
+
 @app.command("predict")
 def predict_cmd(
     model_dir: Annotated[Path, typer.Argument(help="Model directory from prodcat train.")],
@@ -369,6 +434,8 @@ def predict_cmd(
         float | None,
         typer.Option(help="Back off to the deepest ancestor at least this probable."),
     ] = None,
+    threshold: Threshold = None,
+    modalities: Modalities = None,
     id_column: IdColumn = "id",
     text_column: TextColumns = None,
     image_column: ImageColumn = "image",
@@ -384,9 +451,12 @@ def predict_cmd(
         err.print(f"[red]error:[/red] --out {out_file}: expected a .csv or .jsonl file name")
         raise typer.Exit(2)
     mapping = _mapping(id_column, text_column, image_column, label_column, label_columns, separator)
+    shown = _modalities(modalities)
     loaded = _load_model(model_dir)
     cat = _load(catalogue, mapping)
-    answers = Predictor(loaded).predict_products(cat.products, min_confidence=min_confidence)
+    answers = Predictor(loaded).predict_products(
+        cat.products, min_confidence=min_confidence, threshold=threshold, modalities=shown
+    )
     errors = [a for a in answers if a.error]
     rejected = [
         Prediction(
@@ -400,9 +470,11 @@ def predict_cmd(
         for pr in cat.rejected
     ]
     write_predictions(out_file, answers + rejected)
+    counts = {d: sum(a.decision == d for a in answers) for d in ("accept", "review", "unknown")}
     out.print(
         f"{len(answers):,} products labelled, {len(rejected):,} rows rejected "
-        f"({len(errors):,} answered without their photo): {out_file}"
+        f"({len(errors):,} answered without their photo): {out_file}\n"
+        + ", ".join(f"{d} {n:,}" for d, n in counts.items())
     )
 
 

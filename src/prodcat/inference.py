@@ -9,7 +9,7 @@ threads while ONNX Runtime encodes the current ones. Nothing here imports torch.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +20,7 @@ from PIL.Image import Image as PILImage
 from prodcat.catalogue import Product
 from prodcat.encoders.base import Encoder, ImageEncoder
 from prodcat.encoders.registry import get_encoder
+from prodcat.gate import restrict
 from prodcat.heads import Inputs
 from prodcat.images import MAX_PIXELS, ImageError, load_image, read_image
 from prodcat.model import TRUNK_SUFFIX, Model, Prediction, split_encoders
@@ -123,7 +124,12 @@ class Predictor:
         return read_image(image, max_pixels=self.max_pixels, draft_size=draft_size)
 
     def run(
-        self, prepared: Prepared, *, min_confidence: float | None = None
+        self,
+        prepared: Prepared,
+        *,
+        min_confidence: float | None = None,
+        threshold: float | None = None,
+        modalities: Collection[str] | None = None,
     ) -> tuple[list[Prediction], Timings]:
         """Encode, classify and answer the prepared items, in order."""
         items, n = prepared.items, len(prepared.items)
@@ -153,15 +159,17 @@ class Predictor:
             features["text"] = np.zeros((n, 0), dtype=np.float32)
             masks["text_mask"] = np.zeros(n, dtype=bool)
         t0 = time.perf_counter()
-        inputs = Inputs(texts=titles, **features, **masks)
-        proba = self.model.predict_proba(inputs)
+        inputs = restrict(Inputs(texts=titles, **features, **masks), modalities)
+        logits = self.model.head.decision_logits(inputs)
         errors = {items[i].id: message for i, message in prepared.errors.items()}
         answers = self.model.predictions(
             [item.id for item in items],
-            proba,
+            self.model.calibrate(logits, inputs),
             min_confidence=min_confidence,
             errors=errors,
             inputs=inputs,
+            threshold=threshold,
+            logits=logits,
         )
         timings.head_ms = (time.perf_counter() - t0) * 1000
         return answers, timings
@@ -178,13 +186,17 @@ class Predictor:
         products: Sequence[Product],
         *,
         min_confidence: float | None = None,
+        threshold: float | None = None,
+        modalities: Collection[str] | None = None,
         chunk: int = CHUNK,
     ) -> list[Prediction]:
         """Catalogue products, in chunks: two threads read and decode the next chunks while the
         current one runs through the networks (both release the GIL)."""
         answers: list[Prediction] = []
         for prepared in self.prepare_chunks(products, chunk=chunk):
-            answers += self.run(prepared, min_confidence=min_confidence)[0]
+            answers += self.run(
+                prepared, min_confidence=min_confidence, threshold=threshold, modalities=modalities
+            )[0]
         return answers
 
     def prepare_chunks(

@@ -2,14 +2,15 @@
 
 A model directory holds `model.json` (classes, taxonomy, encoder names and versions, training
 options, validation and test figures, a fingerprint of the training data, the prodcat version) and
-`head/` (the head's own config.json + weights.safetensors). No pickle anywhere. Loading refuses a
+`head/` (the head's own config.json + weights.safetensors) and `gate/` (calibration, thresholds
+and the out-of-distribution reference, see `prodcat.gate`). No pickle anywhere. Loading refuses a
 bundle whose encoders would no longer produce the features the head was trained on.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from prodcat.cache import FeatureCache
 from prodcat.catalogue import Product
 from prodcat.encoders.registry import get_encoder
 from prodcat.features import Features, encode_products
+from prodcat.gate import Gate, restrict
 from prodcat.heads import Head, Inputs
 from prodcat.heads.onnx_runtime import export_head_onnx, load_predict_head
 from prodcat.hierarchy import back_off, level_probabilities
@@ -77,6 +79,7 @@ class Model:
     options: dict[str, Any] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
+    gate: Gate | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -119,33 +122,56 @@ class Model:
         *,
         min_confidence: float | None = None,
         progress: bool = False,
+        threshold: float | None = None,
+        modalities: Collection[str] | None = None,
     ) -> list[Prediction]:
         """One answer per product, in order: the Python API behind `prodcat predict`.
 
-        Without `cache`, photos and titles are encoded in memory (`prodcat.inference`, the path
-        `prodcat predict` and the REST API take); with one, features go through the feature cache.
+        `threshold` overrides the accept threshold chosen at training; `modalities` ("image",
+        "text") hides the others from the model, as if the products lacked them. Without `cache`,
+        photos and titles are encoded in memory (`prodcat.inference`, the path `prodcat predict`
+        and the REST API take); with one, features go through the feature cache.
         """
         if cache is None:
             from prodcat.inference import Predictor
 
-            return Predictor(self).predict_products(products, min_confidence=min_confidence)
+            return Predictor(self).predict_products(
+                products, min_confidence=min_confidence, threshold=threshold, modalities=modalities
+            )
         inputs, errors = self.encode(products, cache, progress=progress)
-        proba = self.predict_proba(inputs)
+        inputs = restrict(inputs, modalities)
+        logits = self.head.decision_logits(inputs)
         return self.predictions(
             [p.id for p in products],
-            proba,
+            self.calibrate(logits, inputs),
             min_confidence=min_confidence,
             errors=errors,
             inputs=inputs,
+            threshold=threshold,
+            logits=logits,
         )
 
     @property
     def accept_threshold(self) -> float:
-        """Probability at or above which an answer is accepted without a person."""
+        """Calibrated probability at or above which a photo + title answer is accepted (the
+        gate has one per modality case, see `Gate.accept_thresholds`)."""
+        if self.gate is not None:
+            return self.gate.accept_thresholds[self.gate.main_case]
         return float(self.options.get("accept_threshold", 0.9))
 
     def predict_proba(self, inputs: Inputs) -> np.ndarray:
-        return self.head.predict_proba(inputs)
+        """Calibrated probabilities (each modality case's temperature) once the gate is fitted."""
+        if self.gate is None:
+            return self.head.predict_proba(inputs)
+        return self.gate.calibrate(self.head.decision_logits(inputs), inputs)
+
+    def calibrate(self, logits: np.ndarray, inputs: Inputs) -> np.ndarray:
+        """`predict_proba` from the head's logits (computed once when the caller has them)."""
+        if self.gate is None:
+            from prodcat.calibration import softmax
+
+            return softmax(logits)
+        return self.gate.calibrate(logits, inputs)
 
     def predictions(
         self,
@@ -155,17 +181,30 @@ class Model:
         min_confidence: float | None = None,
         errors: dict[str, str] | None = None,
         inputs: Inputs | None = None,
+        threshold: float | None = None,
+        logits: np.ndarray | None = None,
     ) -> list[Prediction]:
-        """Turn probabilities into answers; `min_confidence` backs off to a confident ancestor."""
+        """Turn (calibrated) probabilities into answers with a decision and an OOD score.
+
+        `min_confidence` backs off to a confident ancestor; `threshold` overrides the accept
+        threshold. Without `inputs` there is no OOD score and every case uses `accept_threshold`.
+        `logits` (the head's, for `inputs`) spare a second pass through the head.
+        """
         classes = self.classes
         levels = level_probabilities(proba, classes)
         chosen = back_off(proba, classes, min_confidence) if min_confidence else None
         top_idx = np.argsort(-proba, axis=1)[:, :TOP_K]
+        decisions, ood = self._decisions(proba, inputs, threshold, logits)
+        # What the answer was made from: of what a product has, what the model uses.
+        shown = (
+            [[] if c == "none" else c.split("+") for c in self.gate.cases(inputs)]
+            if self.gate is not None and inputs is not None
+            else None
+        )
         out = []
         for i, pid in enumerate(ids):
             top = [(classes[j], float(proba[i, j])) for j in top_idx[i]]
             category, probability = chosen[i] if chosen else top[0]
-            decision = "accept" if top[0][1] >= self.accept_threshold else "review"
             out.append(
                 Prediction(
                     id=pid,
@@ -173,12 +212,31 @@ class Model:
                     probability=float(probability),
                     level_probabilities=[float(p) for p in levels[i].values()],
                     top=top,
-                    decision=decision,
-                    modalities=_modalities(inputs, i),
+                    decision=decisions[i],
+                    ood_score=None if not np.isfinite(ood[i]) else float(ood[i]),
+                    modalities=shown[i] if shown else _modalities(inputs, i),
                     error=(errors or {}).get(pid),
                 )
             )
         return out
+
+    def _decisions(
+        self,
+        proba: np.ndarray,
+        inputs: Inputs | None,
+        threshold: float | None,
+        logits: np.ndarray | None,
+    ) -> tuple[list[str], np.ndarray]:
+        """(decision per product, OOD score per product, NaN where there is none)."""
+        if self.gate is None or inputs is None:
+            limit = self.accept_threshold if threshold is None else threshold
+            decisions = ["accept" if p >= limit else "review" for p in proba.max(axis=1)]
+            return decisions, np.full(len(proba), np.nan)
+        if logits is None:
+            logits = self.head.decision_logits(inputs)
+        ood = self.gate.ood_scores(inputs, logits)
+        cases = self.gate.cases(inputs)
+        return self.gate.decide(proba, ood, cases, threshold=threshold), ood
 
     # -- persistence ----------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
@@ -186,6 +244,8 @@ class Model:
         folder.mkdir(parents=True, exist_ok=True)
         self.head.save(folder / "head")
         export_head_onnx(self.head, folder / "head")  # torch heads: served by ONNX Runtime
+        if self.gate is not None:
+            self.gate.save(folder / "gate")
         config = {
             "format": MODEL_FORMAT,
             "prodcat_version": __version__,
@@ -223,6 +283,7 @@ class Model:
             options=config.get("options", {}),
             figures=config.get("figures", {}),
             fingerprint=config.get("training_data_fingerprint", ""),
+            gate=Gate.load(folder / "gate") if (folder / "gate" / "gate.json").exists() else None,
         )
 
 

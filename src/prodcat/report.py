@@ -120,8 +120,11 @@ def write_report(
         model_selection: search trials, each ``{"family": str, "params": dict,
             "val_accuracy": float}`` (e.g. a head's ``validation_report_["trials"]``).
     """
+    from prodcat.report_gate import gate_sections  # here: it imports this module's helpers
+
     sections = [
         ("headline", "Headline", _headline_section(metrics)),
+        *gate_sections(metrics),
         ("levels", "Accuracy per level", _levels_section(metrics)),
         ("experiments", "Experiment comparison", _experiments_section(experiments)),
         ("selection", "Model selection", _model_selection_section(model_selection)),

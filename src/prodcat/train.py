@@ -19,7 +19,8 @@ from prodcat.cache import FeatureCache
 from prodcat.catalogue import Catalogue, Product
 from prodcat.encoders.image import effnet_spec
 from prodcat.evaluate import evaluate
-from prodcat.heads import BlendHead, FineTuneHead, Head, ImageHead, TextLinearHead
+from prodcat.gate import DEFAULT_TARGET_ACCURACY, class_indices, fit_gate, gate_metrics
+from prodcat.heads import BlendHead, FineTuneHead, Head, ImageHead, Inputs, TextLinearHead
 from prodcat.model import Model, split_encoders, training_fingerprint
 from prodcat.split import split_catalogue
 from prodcat.taxonomy import format_path
@@ -45,8 +46,14 @@ class TrainOptions:
     fine_tune: bool = False
     # Model families the text-linear head searches (the prototype compared L2, L1, forests).
     text_families: tuple[str, ...] = ("l2", "l1", "rf")
+    # Accuracy the accepted products must reach on validation (the gate's accept threshold).
+    target_accuracy: float = DEFAULT_TARGET_ACCURACY
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.target_accuracy <= 1.0:
+            raise ValueError(
+                f"target_accuracy={self.target_accuracy}; expected a number in (0, 1], e.g. 0.995"
+            )
         if self.model not in MODEL_KINDS:
             raise ValueError(f"model={self.model!r} is not known; expected one of {MODEL_KINDS}")
         if self.top_classes is not None and self.min_class_count is not None:
@@ -173,9 +180,19 @@ def train(
 
     val_inputs = inputs.subset(np.arange(n_train, n_train + n_val))
     test_inputs = inputs.subset(np.arange(n_train + n_val, len(everything)))
-    validation = evaluate_products(model, parts["validation"], model.predict_proba(val_inputs))
+    gate_start = time.perf_counter()
+    attach_gate(
+        model,
+        (train_part, inputs.subset(np.arange(n_train))),
+        (parts["validation"], val_inputs),
+        options,
+    )
+    seconds["gate"] = time.perf_counter() - gate_start
+    validation = evaluate_products(
+        model, parts["validation"], model.predict_proba(val_inputs), inputs=val_inputs
+    )
     test_proba = model.predict_proba(test_inputs)
-    test = evaluate_products(model, parts["test"], test_proba)
+    test = evaluate_products(model, parts["test"], test_proba, inputs=test_inputs)
     model.figures = {
         "validation": _headline(validation),
         "test": _headline(test),
@@ -187,11 +204,37 @@ def train(
     return TrainResult(model, parts, excluded, validation, test, test_proba, seconds)
 
 
+def attach_gate(
+    model: Model,
+    train_part: tuple[Sequence[Product], Inputs],
+    validation: tuple[Sequence[Product], Inputs],
+    options: TrainOptions,
+) -> None:
+    """Fit the gate (calibration, thresholds, OOD reference) of a fitted head on validation."""
+    model.gate = fit_gate(
+        model.head,
+        train_inputs=train_part[1],
+        train_y=class_indices([_label(p) for p in train_part[0]], model.classes),
+        validation_inputs=validation[1],
+        validation_y=class_indices([_label(p) for p in validation[0]], model.classes),
+        uses_image=model.image_encoder is not None,
+        uses_text=options.model != "image",
+        target_accuracy=options.target_accuracy,
+        seed=options.seed,
+    )
+
+
 def evaluate_products(
-    model: Model, products: Sequence[Product], proba: np.ndarray
+    model: Model,
+    products: Sequence[Product],
+    proba: np.ndarray,
+    *,
+    inputs: Inputs | None = None,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
-    """`evaluate` with the products' ids, titles and photos for the error gallery."""
-    return evaluate(
+    """`evaluate` with the products' ids, titles and photos for the error gallery; with the
+    model's `inputs` (and a fitted gate) also the gate's figures (`prodcat.gate.gate_metrics`)."""
+    metrics = evaluate(
         [_label(p) if p.label else None for p in products],
         proba,
         model.classes,
@@ -199,6 +242,11 @@ def evaluate_products(
         titles=[p.text for p in products],
         images=[str(p.image) if p.image else None for p in products],
     )
+    if model.gate is not None and inputs is not None:
+        y = class_indices([_label(p) if p.label else None for p in products], model.classes)
+        logits = model.head.decision_logits(inputs)
+        metrics.update(gate_metrics(model.gate, inputs, logits, proba, y, threshold=threshold))
+    return metrics
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -209,6 +257,13 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
         "top3_accuracy",
         "n_in_class",
         "n_out_of_class",
+        "coverage",
+        "accepted_accuracy",
+        "review_top3",
+        "ece",
+        "ece_uncalibrated",
+        "ood_auroc",
+        "ood_flagged_at_95",
     )
     return {k: metrics[k] for k in keys if k in metrics}
 
@@ -224,4 +279,4 @@ def _label(product: Product) -> str:
     return format_path(product.label or ())
 
 
-__all__ = ["TrainOptions", "TrainResult", "evaluate_products", "train"]
+__all__ = ["TrainOptions", "TrainResult", "attach_gate", "evaluate_products", "train"]

@@ -1,0 +1,222 @@
+"""The gate on real data: tasks SELECT, OOC and MISSING of ../shared/docs/BENCHMARK.md.
+
+For each task set (T10: the 10 largest articleTypes; FULL: every class with >= 20 training
+products), trains the photo + title fusion model on the grouped 80/10/10 split (the gate's
+temperatures and thresholds are fitted on validation inside `train`), then on the test part:
+
+- SELECT: coverage and accuracy of accepted products at the validation-chosen threshold for the
+  target accuracy (0.995), with and without the `unknown` flag; ECE before / after calibration;
+  the true class in the top 3 of products sent to review.
+- OOC: every test product of an articleType the model does not have is out of class; AUROC and
+  share flagged at 95% in-class pass for the gate's score, the prototype's all-zero rule and
+  max-softmax (for T10; FULL has few left-out classes).
+- MISSING: the same model shown only the photo, or only the title.
+
+Also the saved model's size and the gate's cost per product (OOD score + decision), median of
+several single-product calls.
+
+    python benchmarks/gate.py --tasks T10,FULL --cache-dir /tmp/pc-exp --json gate.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from prodcat.cache import FeatureCache
+from prodcat.catalogue import Catalogue, ColumnMapping, load_catalogue
+from prodcat.gate import class_indices, restrict
+from prodcat.model import Model
+from prodcat.split import split_catalogue
+from prodcat.train import TrainOptions, TrainResult, attach_gate, evaluate_products, train
+
+FASHION = ColumnMapping(
+    label_column=None, label_columns=("masterCategory", "subCategory", "articleType")
+)
+TASKS = {"T10": {"top_classes": 10}, "FULL": {"min_class_count": 20}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=Path("../shared/datasets/fashion-products"))
+    parser.add_argument("--tasks", default="T10,FULL")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--target-accuracy", type=float, default=0.995)
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        help="save each task's model here; if one is there already, reuse its head and refit "
+        "only the gate (same split, same classes)",
+    )
+    args = parser.parse_args()
+    csv_path = args.data / "products.csv"
+    if not csv_path.exists():
+        sys.exit(f"{csv_path} not found; pass --data PATH to the fashion-products folder")
+    console = Console()
+    cat = load_catalogue(csv_path, FASHION, verify_images=False, progress=False)
+    cache = FeatureCache(args.cache_dir)
+    runs: dict[str, Any] = {}
+    for task in args.tasks.split(","):
+        options = TrainOptions(
+            model="fusion",
+            seed=args.seed,
+            target_accuracy=args.target_accuracy,
+            **TASKS[task],  # type: ignore[arg-type]
+        )
+        start = time.perf_counter()
+        saved = args.models_dir / task if args.models_dir else None
+        if saved is not None and (saved / "model.json").exists():
+            result = refit_gate(cat, Model.load(saved), options, cache)
+        else:
+            result = train(cat, options, cache=cache, progress=False)
+            if saved is not None:
+                result.model.save(saved)
+        runs[task] = measure(result, cache)
+        runs[task]["train_seconds"] = time.perf_counter() - start
+        console.print(task, {k: v for k, v in runs[task].items() if not isinstance(v, dict)})
+        if args.json:
+            args.json.write_text(json.dumps(runs, indent=2))
+    console.print(_table(runs))
+
+
+def refit_gate(
+    cat: Catalogue, model: Model, options: TrainOptions, cache: FeatureCache
+) -> TrainResult:
+    """A saved model's head with the gate fitted anew, as `train` does after its fit."""
+    parts = split_catalogue([p for p in cat.products if p.label])
+    kept = set(model.classes)
+    train_part = [p for p in parts["train"] if _label(p) in kept]
+    inputs = {
+        name: model.encode(products, cache, progress=False)[0]
+        for name, products in (
+            ("train", train_part),
+            ("validation", parts["validation"]),
+            ("test", parts["test"]),
+        )
+    }
+    attach_gate(
+        model, (train_part, inputs["train"]), (parts["validation"], inputs["validation"]), options
+    )
+    proba = model.predict_proba(inputs["test"])
+    test = evaluate_products(model, parts["test"], proba, inputs=inputs["test"])
+    return TrainResult(model, parts, {}, {}, test, proba)
+
+
+def measure(result: TrainResult, cache: FeatureCache) -> dict[str, Any]:
+    model, products = result.model, result.parts["test"]
+    assert model.gate is not None
+    inputs, _ = model.encode(products, cache, progress=False)
+    out: dict[str, Any] = {"classes": len(model.classes), "n_train": model.figures["n_train"]}
+    y = class_indices([_label(p) for p in products], model.classes)
+    for shown in ("image,text", "image", "text"):
+        masked = restrict(inputs, shown.split(","))
+        proba = model.predict_proba(masked)
+        metrics = evaluate_products(model, products, proba, inputs=masked)
+        inside = y >= 0
+        cases = model.gate.cases(masked)
+        threshold = np.array([model.gate.accept_thresholds.get(c, 2.0) for c in cases])
+        selected = inside & (proba.max(axis=1) >= threshold)
+        correct = proba.argmax(axis=1) == y
+        figures = {
+            "accuracy": metrics["accuracy"],
+            "coverage": metrics["coverage"],
+            "accepted_accuracy": metrics["accepted_accuracy"],
+            # The threshold alone, before any product is flagged unknown (the SELECT task).
+            "select_coverage": float(selected.sum() / inside.sum()),
+            "select_accuracy": float(correct[selected].mean()) if selected.any() else None,
+            "review_top3": metrics["review_top3"],
+            "unknown_share": metrics["unknown_share"],
+            "ece_uncalibrated": metrics["ece_uncalibrated"],
+            "ece": metrics["ece"],
+            "n_in_class": metrics["n_in_class"],
+            "n_out_of_class": metrics["n_out_of_class"],
+            "ood_auroc": metrics.get("ood_auroc"),
+            "ood_flagged_at_95": metrics.get("ood_flagged_at_95"),
+            "ood_comparison": metrics.get("ood_comparison"),
+        }
+        out[shown] = figures
+    out["temperatures"] = model.gate.temperatures
+    out["accept_thresholds"] = model.gate.accept_thresholds
+    out.update(_size_and_cost(model, inputs))
+    return out
+
+
+def _size_and_cost(model: Model, inputs: Any) -> dict[str, Any]:
+    """The saved model's size; the head's and the gate's (calibration, OOD score, decision,
+    the answer) time for one product, medians of 50 calls."""
+    with tempfile.TemporaryDirectory() as folder:
+        saved = model.save(Path(folder) / "model")
+        size = sum(f.stat().st_size for f in saved.rglob("*") if f.is_file())
+        gate_size = sum(f.stat().st_size for f in (saved / "gate").rglob("*") if f.is_file())
+    assert model.gate is not None
+    head_ms, gate_ms = [], []
+    for i in range(50):
+        one = inputs.subset([i % len(inputs)])
+        start = time.perf_counter()
+        logits = model.head.decision_logits(one)
+        middle = time.perf_counter()
+        model.predictions(["x"], model.calibrate(logits, one), inputs=one, logits=logits)
+        head_ms.append(1000 * (middle - start))
+        gate_ms.append(1000 * (time.perf_counter() - middle))
+    return {
+        "model_mb": size / 1e6,
+        "gate_mb": gate_size / 1e6,
+        "head_ms_per_product": statistics.median(head_ms),
+        "gate_ms_per_product": statistics.median(gate_ms),
+    }
+
+
+def _label(product: Any) -> str:
+    from prodcat.taxonomy import format_path
+
+    return format_path(product.label or ())
+
+
+def _pct(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _table(runs: dict[str, Any]) -> Table:
+    table = Table(title="gate, test part", title_justify="left")
+    for column in ("task", "shown", "accuracy", "coverage (threshold)", "its accuracy"):
+        table.add_column(column)
+    for column in ("coverage (gate)", "its accuracy", "review top-3", "ECE before -> after"):
+        table.add_column(column)
+    table.add_column("OOD AUROC / flagged@95")
+    for task, run in runs.items():
+        for shown in ("image,text", "image", "text"):
+            f = run[shown]
+            ood = (
+                f"{f['ood_auroc']:.3f} / {_pct(f['ood_flagged_at_95'], 1)}"
+                if f.get("ood_auroc") is not None
+                else "-"
+            )
+            table.add_row(
+                task,
+                shown,
+                _pct(f["accuracy"]),
+                _pct(f["select_coverage"]),
+                _pct(f["select_accuracy"]),
+                _pct(f["coverage"]),
+                _pct(f["accepted_accuracy"]),
+                _pct(f["review_top3"]),
+                f"{f['ece_uncalibrated']:.4f} -> {f['ece']:.4f}",
+                ood,
+            )
+    return table
+
+
+if __name__ == "__main__":
+    main()

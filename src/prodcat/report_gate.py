@@ -1,0 +1,140 @@
+"""The report's gate sections: decisions, reliability diagram, accuracy vs coverage, OOD.
+
+Each function reads `prodcat.gate.gate_metrics`'s keys from the evaluation dict and returns an
+HTML fragment, or None when the evaluation has no gate figures (a model trained before the gate).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prodcat.report import _BLUE, _GREY, _ORANGE, _e, _figure, _percent, _png, _table
+
+OOD_NAMES = {
+    "ood_score": "prodcat OOD score (combined)",
+    "prototype_rule": "the prototype's rule (all-zero bag of words)",
+    "max_softmax": "max softmax (1 - top probability)",
+    "signal:image_distance": "photo embedding distance alone",
+    "signal:text_distance": "title embedding distance alone",
+    "signal:unseen_words": "share of unseen title words alone",
+    "signal:energy": "energy of the logits alone",
+}
+
+
+def gate_sections(metrics: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+    return [
+        ("gate", "Decisions: accept, review, unknown", _decisions_section(metrics)),
+        ("calibration", "Calibration (reliability diagram)", _calibration_section(metrics)),
+        ("coverage", "Accuracy vs coverage", _coverage_section(metrics)),
+        ("ood", "Out-of-distribution detection", _ood_section(metrics)),
+    ]
+
+
+def _decisions_section(metrics: dict[str, Any]) -> str | None:
+    if "coverage" not in metrics:
+        return None
+    counts = metrics.get("decisions", {})
+    rows = [
+        ["coverage (share of in-class products accepted)", _percent(metrics["coverage"], 2)],
+        ["accuracy of accepted products", _percent(metrics.get("accepted_accuracy"), 2)],
+        ["target accuracy (validation)", _percent(metrics.get("target_accuracy"), 2)],
+        ["true class in the top 3 of products sent to review", _percent(metrics["review_top3"])],
+        ["in-class products flagged unknown", _percent(metrics.get("unknown_share"), 2)],
+        *[[f"decision {d}", f"{n:,}"] for d, n in counts.items()],
+    ]
+    thresholds = metrics.get("accept_thresholds")
+    if isinstance(thresholds, dict):
+        rows += [[f"accept threshold ({c})", f"{t:.4f}"] for c, t in thresholds.items()]
+    elif thresholds is not None:
+        rows.append(["accept threshold (given)", f"{float(thresholds):.4f}"])
+    note = (
+        "accept: labelled automatically; review: a person checks it with the top-5 suggestions; "
+        "unknown: it looks like no class the model knows. Thresholds were chosen on validation."
+    )
+    return f'<p class="note">{_e(note)}</p>' + _table(None, rows, {1})
+
+
+def _calibration_section(metrics: dict[str, Any]) -> str | None:
+    summary = metrics.get("reliability")
+    if not summary:
+        return None
+    with _figure(5.2, 4.2) as (fig, ax):
+        ax.plot([0, 1], [0, 1], color=_GREY, linestyle="--", label="perfect")
+        for key, color in (("uncalibrated", _ORANGE), ("calibrated", _BLUE)):
+            bins = summary[key]["reliability"]
+            ece = summary[key]["ece"]
+            ax.plot(
+                [b["confidence"] for b in bins],
+                [b["accuracy"] for b in bins],
+                marker="o",
+                color=color,
+                label=f"{key} (ECE {ece:.4f})" if ece is not None else key,
+            )
+        ax.set_xlabel("confidence (top probability)")
+        ax.set_ylabel("accuracy")
+        ax.set_title("Reliability diagram")
+        ax.legend(loc="upper left", fontsize=8)
+        image = _png(fig, "reliability diagram before and after temperature scaling")
+    note = (
+        "Temperature scaling, one temperature per modality case, fitted on validation. A "
+        "calibrated model's points lie on the diagonal: of the products it is 90% sure of, 90% "
+        "are right."
+    )
+    return f'<p class="note">{_e(note)}</p>{image}'
+
+
+def _coverage_section(metrics: dict[str, Any]) -> str | None:
+    curve = metrics.get("coverage_curve")
+    if not curve:
+        return None
+    with _figure(5.6, 3.6) as (fig, ax):
+        ax.plot([p["coverage"] for p in curve], [p["accuracy"] for p in curve], color=_BLUE)
+        if metrics.get("coverage") is not None and metrics.get("accepted_accuracy") is not None:
+            ax.scatter(
+                [metrics["coverage"]],
+                [metrics["accepted_accuracy"]],
+                color=_ORANGE,
+                zorder=3,
+                label="the model's accept threshold",
+            )
+            ax.legend(loc="lower left", fontsize=8)
+        if metrics.get("target_accuracy"):
+            ax.axhline(metrics["target_accuracy"], color=_GREY, linestyle="--")
+        ax.set_xlabel("coverage (share of products accepted)")
+        ax.set_ylabel("accuracy of accepted products")
+        ax.set_title("Accuracy vs coverage")
+        image = _png(fig, "accuracy of accepted products against coverage")
+    return image
+
+
+def _ood_section(metrics: dict[str, Any]) -> str | None:
+    comparison = metrics.get("ood_comparison")
+    if not comparison:
+        return None
+    rows = [
+        [
+            _e(OOD_NAMES.get(name, name)),
+            "-" if v["auroc"] is None else f"{v['auroc']:.3f}",
+            _percent(v["flagged_at_95"]),
+        ]
+        for name, v in comparison.items()
+    ]
+    note = (
+        f"{metrics.get('n_out_of_class', 0):,} out-of-class products against "
+        f"{metrics.get('n_in_class', 0):,} in-class ones. AUROC: the chance that an out-of-class "
+        "product scores higher than an in-class one; flagged at 95%: the share of out-of-class "
+        "products flagged when the threshold lets 95% of in-class products pass."
+    )
+    table = _table(["score", "AUROC", "flagged at 95% pass"], rows, {1, 2})
+    names = [n for n in comparison if comparison[n]["auroc"] is not None]
+    with _figure(5.6, 0.45 * len(names) + 1.0) as (fig, ax):
+        ax.barh(
+            [OOD_NAMES.get(n, n) for n in names],
+            [comparison[n]["flagged_at_95"] or 0 for n in names],
+            color=[_BLUE if n == "ood_score" else _GREY for n in names],
+        )
+        ax.set_xlim(0, 1)
+        ax.invert_yaxis()
+        ax.set_xlabel("share of out-of-class products flagged at 95% in-class pass")
+        image = _png(fig, "out-of-class products flagged by each score")
+    return f'<p class="note">{_e(note)}</p>{table}{image}'

@@ -1,0 +1,207 @@
+"""The gate on the real sample: calibration, decisions, out-of-class products, missing modality.
+
+One fusion model is trained on the 12 largest of the sample's 20 classes, so the validation and
+test parts hold real products of 8 classes the model has never seen.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from prodcat.cache import FeatureCache
+from prodcat.catalogue import Catalogue, Product
+from prodcat.cli import app
+from prodcat.gate import class_indices, parse_modalities, restrict
+from prodcat.model import Model
+from prodcat.ood import auroc
+from prodcat.taxonomy import format_path
+from prodcat.train import TrainOptions, TrainResult, evaluate_products, train
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def held_out(sample_catalogue: Catalogue, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    result = train(
+        sample_catalogue,
+        TrainOptions(model="fusion", top_classes=12, seed=0),
+        cache=FeatureCache(),
+        progress=False,
+    )
+    result.model.save(tmp_path_factory.mktemp("gate") / "model")
+    return result
+
+
+def _unseen(result: TrainResult) -> list[Product]:
+    """Validation + test products: more of them makes the sample's figures less noisy."""
+    return result.parts["validation"] + result.parts["test"]
+
+
+def test_the_gate_is_fitted_and_saved_without_pickle(held_out: TrainResult, tmp_path: Path) -> None:
+    gate = held_out.model.gate
+    assert gate is not None
+    assert set(gate.temperatures) == {"image+text", "image", "text"}
+    assert all(0.02 < t < 50 for t in gate.temperatures.values())
+    folder = held_out.model.save(tmp_path / "m")
+    assert sorted(p.name for p in (folder / "gate").iterdir()) == ["gate.json", "ood.safetensors"]
+    loaded = Model.load(folder)
+    assert loaded.gate is not None
+    assert loaded.gate.accept_thresholds == gate.accept_thresholds
+    assert loaded.gate.unknown_thresholds == gate.unknown_thresholds
+    products = _unseen(held_out)[:30]
+    a, b = held_out.model.predict(products), loaded.predict(products)
+    assert [x.decision for x in a] == [x.decision for x in b]
+    # The loaded model runs its network on ONNX Runtime, the trained one on torch: float32 noise.
+    assert [x.ood_score for x in a] == pytest.approx([x.ood_score for x in b], abs=1e-5)
+
+
+def test_calibration_reduces_the_expected_calibration_error(held_out: TrainResult) -> None:
+    model = held_out.model
+    products = _unseen(held_out)
+    inputs, _ = model.encode(products, FeatureCache(), progress=False)
+    metrics = evaluate_products(model, products, model.predict_proba(inputs), inputs=inputs)
+    assert metrics["ece"] < metrics["ece_uncalibrated"]
+    # Accuracy is untouched: a temperature never changes the argmax.
+    raw = model.head.predict_proba(inputs)
+    assert np.array_equal(raw.argmax(axis=1), model.predict_proba(inputs).argmax(axis=1))
+    assert {"coverage", "accepted_accuracy", "review_top3", "coverage_curve"} <= set(metrics)
+
+
+def test_decisions_follow_the_rule_and_an_overridden_threshold(held_out: TrainResult) -> None:
+    model = held_out.model
+    assert model.gate is not None
+    products = _unseen(held_out)
+    answers = model.predict(products)
+    for a in answers:
+        if a.ood_score is not None and a.ood_score > model.gate.unknown_thresholds["image+text"]:
+            assert a.decision == "unknown"
+        else:
+            assert (a.decision == "accept") == (a.probability >= model.accept_threshold)
+    loose = model.predict(products, threshold=0.0)
+    strict = model.predict(products, threshold=1.01)
+    assert {a.decision for a in strict} <= {"review", "unknown"}
+    assert {a.decision for a in loose} <= {"accept", "unknown"}
+    # The unknown flag does not depend on the accept threshold.
+    assert [a.decision == "unknown" for a in loose] == [a.decision == "unknown" for a in strict]
+    middle = float(np.median([a.probability for a in answers]))
+    for a in model.predict(products, threshold=middle):
+        if a.decision != "unknown":
+            assert (a.decision == "accept") == (a.probability >= middle)
+
+
+def test_out_of_class_products_score_higher_than_in_class_ones(held_out: TrainResult) -> None:
+    model = held_out.model
+    products = _unseen(held_out)
+    y = class_indices([format_path(p.label or ()) for p in products], model.classes)
+    assert (y == -1).sum() >= 50 and (y >= 0).sum() >= 100  # real products of 8 unseen classes
+    answers = model.predict(products)
+    scores = np.array([a.ood_score for a in answers], dtype=np.float64)
+    inside, outside = scores[y >= 0], scores[y == -1]
+    # 8 real unseen articleTypes of the sample; the combined score must also beat max-softmax.
+    assert auroc(inside, outside) >= 0.9
+    assert np.median(outside) > np.quantile(inside, 0.9)
+    unknown = np.array([a.decision == "unknown" for a in answers])
+    assert unknown[y == -1].mean() > 5 * unknown[y >= 0].mean()
+    inputs, _ = model.encode(products, FeatureCache(), progress=False)
+    metrics = evaluate_products(model, products, model.predict_proba(inputs), inputs=inputs)
+    comparison = metrics["ood_comparison"]
+    assert metrics["ood_auroc"] == pytest.approx(auroc(inside, outside))
+    assert metrics["ood_auroc"] > comparison["max_softmax"]["auroc"]
+    assert metrics["ood_auroc"] > comparison["prototype_rule"]["auroc"]
+
+
+def test_the_photo_alone_still_detects_out_of_class_products(held_out: TrainResult) -> None:
+    model = held_out.model
+    products = _unseen(held_out)
+    y = class_indices([format_path(p.label or ()) for p in products], model.classes)
+    answers = model.predict(products, modalities=["image"])
+    assert all(a.modalities == ["image"] for a in answers)
+    scores = np.array([a.ood_score for a in answers], dtype=np.float64)
+    assert auroc(scores[y >= 0], scores[y == -1]) >= 0.85
+
+
+def test_missing_modality_predicts_with_lower_confidence(held_out: TrainResult) -> None:
+    model = held_out.model
+    products = [p for p in _unseen(held_out) if format_path(p.label or ()) in model.classes]
+    truth = [format_path(p.label or ()) for p in products]
+    both = model.predict(products)
+    for shown in (["image"], ["text"]):
+        alone = model.predict(products, modalities=shown)
+        assert all(a.modalities == shown for a in alone)
+        accuracy = np.mean([a.category == t for a, t in zip(alone, truth, strict=True)])
+        assert accuracy >= 0.8, shown
+        assert np.mean([a.probability for a in alone]) < np.mean([a.probability for a in both])
+    # A product whose photo is gone is answered from its title, as the text-only case.
+    no_photo = [
+        Product(id=p.id, text=p.text, image=None, label=p.label, image_sha256=None, row=p.row)
+        for p in products[:20]
+    ]
+    answers = model.predict(no_photo)
+    assert all(a.modalities == ["text"] for a in answers)
+    text_only = model.predict(products[:20], modalities=["text"])
+    assert [a.probability for a in answers] == pytest.approx([a.probability for a in text_only])
+
+
+def test_modalities_are_parsed_and_checked() -> None:
+    assert parse_modalities("image,text") == {"image", "text"}
+    assert parse_modalities("image") == {"image"}
+    assert parse_modalities(None) is None
+    with pytest.raises(ValueError, match="expected image,text or image or text"):
+        parse_modalities("photo")
+
+
+def test_cli_predict_threshold_and_modalities(
+    held_out: TrainResult, sample_csv: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "model"
+    held_out.model.save(folder)
+    out = tmp_path / "labels.jsonl"
+    args = ["predict", str(folder), str(sample_csv), "--out", str(out)]
+    result = runner.invoke(app, [*args, "--threshold", "1.01", "--modalities", "image"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 1501
+    assert {r["decision"] for r in rows} <= {"review", "unknown"}
+    assert all(r["modalities"] == ["image"] and r["ood_score"] is not None for r in rows)
+    result = runner.invoke(app, [*args, "--modalities", "sound"])
+    assert result.exit_code == 2 and "expected image,text" in result.output
+
+
+def test_cli_evaluate_reports_the_gate(
+    held_out: TrainResult, sample_csv: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "model"
+    held_out.model.save(folder)
+    figures, report = tmp_path / "figures.json", tmp_path / "report"
+    result = runner.invoke(
+        app,
+        [
+            *("evaluate", str(folder), str(sample_csv), "--part", "test"),
+            *("--json", str(figures), "--report", str(report), "--modalities", "text"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(figures.read_text())
+    for key in ("coverage", "accepted_accuracy", "review_top3", "ece", "ood_auroc"):
+        assert key in metrics, key
+    assert metrics["cases"]["text"] == metrics["n_in_class"]
+    page = (report / "index.html").read_text()
+    for heading in ("Reliability diagram", "Accuracy vs coverage", "Out-of-distribution"):
+        assert heading in page or heading.lower() in page.lower(), heading
+    assert "the prototype&#x27;s rule" in page or "the prototype's rule" in page
+
+
+def test_restrict_hides_a_modality() -> None:
+    from prodcat.heads import Inputs
+
+    inputs = Inputs(texts=["a b", "c d"], image=np.ones((2, 3)), text=np.ones((2, 4)))
+    image_only = restrict(inputs, ["image"])
+    assert image_only.texts == ["", ""] and not image_only.has_text.any()
+    assert image_only.has_image.all() and image_only.text is not None
+    assert not image_only.text.any()
+    assert restrict(inputs, None) is inputs
