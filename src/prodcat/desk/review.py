@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, select
+from sqlalchemy import and_, delete, exists, func, select, text
 from sqlalchemy.orm import Session
 
 from prodcat.desk.db import Answer, Database, Item, Lease, Skip, User, put_setting, utcnow
@@ -86,9 +86,25 @@ def set_lease_minutes(db: Database, minutes: float) -> None:
         put_setting(s, "lease_minutes", str(minutes))
 
 
+# PostgreSQL advisory lock key taken by every transaction that hands out or fills answer slots.
+SLOT_LOCK = 0x70726F64  # "prod"
+
+
+def _lock_slots(s: Session, db: Database) -> None:
+    """Serialise slot changes on PostgreSQL, as BEGIN IMMEDIATE does on SQLite.
+
+    Row locks alone are not enough: under READ COMMITTED a reviewer whose statement snapshot
+    predates another's committed lease still sees the product as free once its row lock is
+    released (the lease lives in another table), and both get it. The lock is held until commit.
+    """
+    if db.is_postgres:
+        s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SLOT_LOCK})
+
+
 def next_task(db: Database, user: User) -> Task | None:
     """The product this reviewer holds a lease on, else the most uncertain free one (leased)."""
     with db.session() as s, s.begin():
+        _lock_slots(s, db)
         now = utcnow()
         s.execute(delete(Lease).where(Lease.expires_at <= now))
         held = s.scalar(
@@ -125,10 +141,6 @@ def _free_item(s: Session, db: Database, user: User, needed: int) -> Item | None
         .order_by(Item.probability, Item.product_id)
         .limit(1)
     )
-    if db.is_postgres:
-        # Another reviewer choosing at the same moment locks the row; skip it rather than
-        # wait and then hand both of them the same product.
-        stmt = stmt.with_for_update(skip_locked=True, of=Item)
     return s.scalar(stmt)
 
 
@@ -140,6 +152,7 @@ def answer(
     if not category:
         raise ReviewError(f"product {product_id}: the category is empty; expected 'A > B > C'")
     with db.session() as s, s.begin():
+        _lock_slots(s, db)
         item = s.get(Item, product_id)
         if item is None or not item.queued:
             raise ReviewError(f"product {product_id!r} is not in the review queue")
@@ -199,6 +212,7 @@ def skip(db: Database, user: User, product_id: str) -> None:
 def undo(db: Database, user: User) -> Task | None:
     """Withdraw this reviewer's last desk answer; the product comes back to them, leased."""
     with db.session() as s, s.begin():
+        _lock_slots(s, db)
         last = s.scalar(
             select(Answer)
             .where(Answer.reviewer == user.name, Answer.source == "desk")
