@@ -526,7 +526,7 @@ def demo(
             "name": {
                 "text": "title only (TF-IDF + linear)",
                 "image": "photo only (EfficientNet-Lite0 + linear)",
-                "fusion": "photo + title (fusion MLP)",
+                "fusion": "photo + title (fusion network x title words)",
             }[kind],
             "accuracy": r.test["accuracy"],
             "macro_f1": r.test["macro_f1"],
