@@ -123,7 +123,8 @@ class Gate:
         return self.ood.combine(self.ood_signals(inputs, logits))
 
     def ood_signals(self, inputs: Inputs, logits: np.ndarray) -> dict[str, np.ndarray]:
-        assert self.ood is not None
+        if self.ood is None:
+            raise ValueError("this gate has no out-of-distribution scorer (fitted without one)")
         return self.ood.signals(
             image=inputs.image if self.uses_image else None,
             image_mask=inputs.has_image & self.uses_image,

@@ -11,7 +11,7 @@ import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -370,13 +370,14 @@ def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
         return JSONResponse(ErrorOut(detail=detail, field=field).model_dump(), status_code=status)
 
     async def input_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, InputError)
-        return error(exc.status, str(exc), exc.field)
+        # Starlette types handlers with Exception; this one is registered for InputError only.
+        checked = cast(InputError, exc)
+        return error(checked.status, str(checked), checked.field)
 
     async def http_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        headers = getattr(exc, "headers", None)
-        response = error(exc.status_code, str(exc.detail))
+        checked = cast(StarletteHTTPException, exc)  # registered for HTTPException only
+        headers = getattr(checked, "headers", None)
+        response = error(checked.status_code, str(checked.detail))
         if headers:
             response.headers.update(headers)
         return response

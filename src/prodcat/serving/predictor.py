@@ -160,7 +160,8 @@ class ServicePredictor:
     async def answer(self, prepared: Prepared) -> list[Answer]:
         """Queue decoded products for the networks and wait for their answers."""
         await self.start()
-        assert self._queue is not None  # set by start()
+        if self._queue is None:
+            raise RuntimeError("the batcher did not start: no queue to put the request on")
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         await self._queue.put((prepared, future, time.perf_counter()))
         return cast(list[Answer], await future)
@@ -168,7 +169,8 @@ class ServicePredictor:
     # -- the batcher --------------------------------------------------------------------------
     async def _batches(self) -> None:
         queue = self._queue
-        assert queue is not None  # set by start()
+        if queue is None:
+            raise RuntimeError("the batcher runs only after start() made its queue")
         loop = asyncio.get_running_loop()
         window = self.settings.batch_window_ms / 1000
         while True:
