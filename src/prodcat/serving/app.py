@@ -383,8 +383,8 @@ def _add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
         return response
 
     async def validation_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        errors = cast(RequestValidationError, exc).errors()  # registered for this type only
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
         location = ".".join(str(part) for part in first["loc"])
         return error(422, f"{location}: {first['msg']}", location or None)
 
