@@ -29,9 +29,11 @@ from prodcat.encoders import (
     Encoder,
     EncoderInfo,
     ImageEncoder,
+    encoder_name,
     file_sha256,
     get_encoder,
     list_encoders,
+    parse_encoder_name,
     register,
     unregister,
 )
@@ -143,6 +145,21 @@ def test_invalid_option_values_are_explained() -> None:
         get_encoder("effnet-lite0", batch_size=0)
     with pytest.raises(ValueError, match="ngram_range"):
         get_encoder("tfidf", ngram_range=(2, 1))
+
+
+def test_an_image_encoder_name_can_carry_its_input_size(onnx_dir: Path) -> None:
+    assert parse_encoder_name("effnet-lite0-trunk@160") == ("effnet-lite0-trunk", 160)
+    assert parse_encoder_name("minilm") == ("minilm", None)
+    assert encoder_name("effnet-lite0", 160) == "effnet-lite0@160"
+    encoder = get_encoder("effnet-lite0@160", onnx_dir=onnx_dir)
+    assert isinstance(encoder, EfficientNetLiteEncoder) and encoder.size == 160
+    assert "/160px/" in encoder.version
+    with pytest.raises(ValueError, match=r"e\.g\. effnet-lite0@160; got 'big'"):
+        get_encoder("effnet-lite0@big")
+    with pytest.raises(ValueError, match="names size 160, but the option says 128"):
+        get_encoder("effnet-lite0@160", size=128)
+    with pytest.raises(ValueError, match="does not take the option"):
+        get_encoder("minilm@160")
 
 
 def test_register_a_custom_encoder_and_refuse_duplicates() -> None:

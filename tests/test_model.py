@@ -197,10 +197,14 @@ def test_the_python_api_answers_every_product_with_a_decision(
     assert right >= 36
 
 
+@pytest.mark.parametrize(
+    ("size", "encoder"), [(None, "effnet-lite0-trunk"), (128, "effnet-lite0-trunk@128")]
+)
 def test_fine_tuned_photo_model_trains_saves_and_predicts_through_the_cli(
-    tmp_path: Path, sample_catalogue: Catalogue
+    tmp_path: Path, sample_catalogue: Catalogue, size: int | None, encoder: str
 ) -> None:
-    """`--fine-tune` feeds the head the trunk's cached activations, at train and predict time."""
+    """`--fine-tune` feeds the head the trunk's cached activations, at train and predict time,
+    at the native input size and at a smaller one (`--image-size`, carried in the name)."""
     wanted = ["Accessories > Watches > Watches", "Apparel > Topwear > Tshirts"]
     rows = [p for p in sample_catalogue.products if format_path(p.label or ()) in wanted]
     table = tmp_path / "small.csv"
@@ -211,11 +215,13 @@ def test_fine_tuned_photo_model_trains_saves_and_predicts_through_the_cli(
             writer.writerow([p.id, p.text, p.image, format_path(p.label or ())])
     folder = tmp_path / "tuned"
     args = ["train", str(table), "--out", str(folder), "--model", "image", "--fine-tune"]
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, args + ([] if size is None else ["--image-size", str(size)]))
     assert result.exit_code == 0, result.output
     saved = json.loads((folder / "model.json").read_text())
     assert saved["head"] == "fine-tune"
-    assert saved["encoders"] == {"image": "effnet-lite0-trunk", "text": None}
+    assert saved["encoders"] == {"image": encoder, "text": None}
+    head = json.loads((folder / "head" / "config.json").read_text())
+    assert head["params"]["size"] == (size or 224)
     # Watches and T-shirts look nothing alike: a working photo model separates them.
     assert saved["figures"]["test"]["accuracy"] >= 0.9
     result = runner.invoke(

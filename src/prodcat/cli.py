@@ -186,6 +186,13 @@ def train_cmd(
     image_encoder: Annotated[str, typer.Option(help="effnet-lite0 or effnet-lite2.")] = (
         "effnet-lite0"
     ),
+    image_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Photo network input size in px (default: native, 224 for Lite0); "
+            "160 encodes small thumbnails ~2x faster."
+        ),
+    ] = None,
     text_encoder: Annotated[
         str | None, typer.Option(help="bow, tfidf (text model) or minilm (fusion).")
     ] = None,
@@ -223,6 +230,7 @@ def train_cmd(
         options = TrainOptions(
             model=model,  # type: ignore[arg-type]
             image_encoder=image_encoder,
+            image_size=image_size,
             text_encoder=text_encoder,
             top_classes=top_classes,
             min_class_count=min_class_count,

@@ -23,7 +23,7 @@ from prodcat.encoders.registry import get_encoder
 from prodcat.gate import restrict
 from prodcat.heads import Inputs
 from prodcat.images import MAX_PIXELS, ImageError, load_image, read_image
-from prodcat.model import TRUNK_SUFFIX, Model, Prediction, split_encoders
+from prodcat.model import Model, Prediction, is_trunk, split_encoders
 
 # Products per network call in `predict_products`; decoding runs PREFETCH chunks ahead.
 CHUNK = 64
@@ -84,9 +84,7 @@ class Predictor:
             for part in split_encoders(model.text_encoder or "")
         ]
         # A fine-tune head reads the trunk's activations, the others pooled features.
-        self._image_input = (
-            "image_activations" if (model.image_encoder or "").endswith(TRUNK_SUFFIX) else "image"
-        )
+        self._image_input = "image_activations" if is_trunk(model.image_encoder) else "image"
 
     @classmethod
     def load(cls, folder: str | Path, *, max_pixels: int = MAX_PIXELS) -> Predictor:

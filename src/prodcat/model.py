@@ -20,7 +20,7 @@ import numpy as np
 from prodcat import __version__
 from prodcat.cache import FeatureCache
 from prodcat.catalogue import Product
-from prodcat.encoders.registry import get_encoder
+from prodcat.encoders.registry import get_encoder, parse_encoder_name
 from prodcat.features import Features, encode_products
 from prodcat.gate import Gate, restrict
 from prodcat.heads import Head, Inputs
@@ -298,6 +298,11 @@ def _modalities(inputs: Inputs | None, i: int) -> list[str]:
     return names
 
 
+def is_trunk(encoder: str | None) -> bool:
+    """Whether an image encoder (e.g. "effnet-lite0-trunk@160") yields fine-tuning activations."""
+    return bool(encoder) and parse_encoder_name(encoder or "")[0].endswith(TRUNK_SUFFIX)
+
+
 def split_encoders(name: str) -> list[str]:
     """'minilm+hashbow' -> ['minilm', 'hashbow']: a text input made of several encoders."""
     return [part.strip() for part in name.split("+") if part.strip()]
@@ -316,7 +321,7 @@ def build_inputs(
         matrix = np.zeros((len(ids), feats.vectors.shape[1]), dtype=np.float32)
         matrix[mask] = rows
         # A trunk encoder's output is the activations the fine-tune head runs its tail on.
-        key = "image_activations" if feats.encoder.endswith(TRUNK_SUFFIX) else name
+        key = "image_activations" if is_trunk(feats.encoder) else name
         kwargs[key], kwargs[f"{name}_mask"] = matrix, mask
     if "image_activations" in kwargs and text is None:
         # The fine-tune head always has a text branch; a photo-only one gets an empty input.

@@ -2,6 +2,7 @@
 
     >>> from prodcat.encoders import get_encoder, list_encoders
     >>> enc = get_encoder("effnet-lite0", size=160)   # exported to ONNX on first use
+    >>> enc = get_encoder("effnet-lite0@160")          # the same: the size in the name
     >>> feats = enc.encode([image])                     # float32 (1, 1280)
     >>> enc.version                                     # keys the feature cache
 
@@ -11,7 +12,15 @@ could change. Inference runs on ONNX Runtime; torch is imported only to export a
 """
 
 from .base import Encoder, EncoderOutput, ImageEncoder, TextEncoder, file_sha256
-from .registry import EncoderInfo, get_encoder, list_encoders, register, unregister
+from .registry import (
+    EncoderInfo,
+    encoder_name,
+    get_encoder,
+    list_encoders,
+    parse_encoder_name,
+    register,
+    unregister,
+)
 
 __all__ = [
     "Encoder",
@@ -19,9 +28,11 @@ __all__ = [
     "EncoderOutput",
     "ImageEncoder",
     "TextEncoder",
+    "encoder_name",
     "file_sha256",
     "get_encoder",
     "list_encoders",
+    "parse_encoder_name",
     "register",
     "unregister",
 ]

@@ -65,12 +65,39 @@ def unregister(name: str) -> None:
 
 
 def get_encoder(name: str, **options: Any) -> Encoder:
-    """Build the encoder registered as `name` with the given options (e.g. size=160)."""
-    entry = _REGISTRY.get(name)
+    """Build the encoder registered as `name` with the given options (e.g. size=160).
+
+    An image encoder's name may carry its input size, "effnet-lite0@160": models, caches and
+    configs then name the encoder they used in one string.
+    """
+    base, size = parse_encoder_name(name)
+    entry = _REGISTRY.get(base)
     if entry is None:
-        raise ValueError(f"unknown encoder {name!r}; known encoders: {_known()}")
+        raise ValueError(f"unknown encoder {base!r}; known encoders: {_known()}")
+    if size is not None:
+        if options.get("size", size) != size:
+            raise ValueError(f"{name!r} names size {size}, but the option says {options['size']}")
+        options = {**options, "size": size}
     _check_options(name, entry.factory, options)
     return entry.factory(**options)
+
+
+def parse_encoder_name(name: str) -> tuple[str, int | None]:
+    """ "effnet-lite0@160" -> ("effnet-lite0", 160); a name without "@" -> (name, None)."""
+    base, sep, size = name.partition("@")
+    if not sep:
+        return name, None
+    if not size.isdigit() or int(size) < 1:
+        raise ValueError(
+            f"encoder {name!r}: the part after '@' must be the input size in pixels, "
+            f"e.g. {base}@160; got {size!r}"
+        )
+    return base, int(size)
+
+
+def encoder_name(base: str, size: int | None) -> str:
+    """The inverse of `parse_encoder_name`."""
+    return base if size is None else f"{base}@{size}"
 
 
 def list_encoders() -> list[EncoderInfo]:
