@@ -31,6 +31,8 @@ FASHION = ColumnMapping(
 )
 TASKS = {"T10": {"top_classes": 10}, "FULL": {"min_class_count": 20}}
 MODELS = ("text", "image", "fusion")
+# A model name with this suffix fine-tunes the photo network's last blocks ("image-ft").
+FINE_TUNED = "-ft"
 
 
 def main() -> None:
@@ -38,8 +40,16 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/datasets/fashion-products"))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--tasks", default="T10,FULL")
-    parser.add_argument("--image-encoders", default="effnet-lite0,effnet-lite2")
-    parser.add_argument("--models", default=",".join(MODELS), help="text,image,fusion")
+    parser.add_argument(
+        "--image-encoders",
+        default="effnet-lite0,effnet-lite2",
+        help="names, with an input size if not the native one: effnet-lite0@160",
+    )
+    parser.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help="text,image,fusion; image-ft / fusion-ft fine-tune the photo network",
+    )
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
     args = parser.parse_args()
@@ -57,7 +67,8 @@ def main() -> None:
                     continue  # the title-only model does not depend on the image encoder
                 for seed in range(args.seeds):
                     options = TrainOptions(
-                        model=model,  # type: ignore[arg-type]
+                        model=model.removesuffix(FINE_TUNED),  # type: ignore[arg-type]
+                        fine_tune=model.endswith(FINE_TUNED),
                         image_encoder=encoder,
                         seed=seed,
                         # The random forest never wins and costs minutes on 30k titles; the

@@ -56,7 +56,7 @@ FAST_PARAMS: dict[str, dict[str, Any]] = {
     "fusion": {"proj_dim": 64, "hidden_dim": 64, "max_epochs": 8, "patience": 3},
     "fusion-blend": {
         "fusion": {"proj_dim": 64, "hidden_dim": 64, "max_epochs": 8, "patience": 3},
-        "words": {"n_iter": 2},
+        "words": {"Cs": (1.0, 20.0)},
     },
     "fine-tune": {
         "size": FINETUNE_SIZE,
@@ -339,6 +339,15 @@ def test_text_head_accuracy_on_the_real_sample() -> None:
     assert len(report["trials"]) == 3 * head.n_iter
     assert report["best"]["family"] == head.family_
     assert report["selection"].startswith("stratified 10% holdout")
+
+
+def test_text_head_tries_exactly_the_given_strengths(data: Data) -> None:
+    head = TextLinearHead(families=("l2", "l1"), Cs=(0.5, 20.0))
+    head.fit(data.X_train, data.y_train, eval_set=(data.X_test, data.y_test))
+    trials = [(t["family"], t["params"]["C"]) for t in head.validation_report_["trials"]]
+    assert trials == [("l2", 0.5), ("l2", 20.0), ("l1", 0.5), ("l1", 20.0)]
+    with pytest.raises(ValueError, match=r"Cs=\(\); expected None or a tuple of positive"):
+        TextLinearHead(Cs=()).fit(data.X_train, data.y_train)
 
 
 def test_text_head_uses_eval_set_and_bow(data: Data) -> None:

@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 from prodcat.cache import FeatureCache
 from prodcat.catalogue import Catalogue
 from prodcat.cli import app
+from prodcat.heads import FineTuneHead
 from prodcat.model import Model, ModelError
 from prodcat.taxonomy import format_path
-from prodcat.train import TrainOptions, train
+from prodcat.train import TrainOptions, make_head, train
 
 runner = CliRunner()
 
@@ -171,6 +172,20 @@ def test_option_errors_are_clear() -> None:
         TrainOptions(top_classes=3, min_class_count=2)
     with pytest.raises(ValueError, match="dense text embeddings"):
         TrainOptions(model="fusion", text_encoder="tfidf")
+    with pytest.raises(ValueError, match="names size 160 but --image-size is 128"):
+        TrainOptions(image_encoder="effnet-lite0@160", image_size=128)
+    with pytest.raises(ValueError, match="size=9 is out of range"):
+        TrainOptions(image_size=9)
+
+
+def test_the_image_size_travels_in_the_encoder_name() -> None:
+    assert TrainOptions(image_size=160).resolved_image_encoder == "effnet-lite0@160"
+    tuned = TrainOptions(image_encoder="effnet-lite0@160", fine_tune=True)
+    assert tuned.resolved_image_encoder == "effnet-lite0-trunk@160"
+    head = make_head(tuned)
+    assert isinstance(head, FineTuneHead) and (head.size, head.cut) == (160, 14)
+    assert TrainOptions().resolved_image_encoder == "effnet-lite0"
+    assert TrainOptions(model="text", image_size=160).resolved_image_encoder is None
 
 
 def test_the_python_api_answers_every_product_with_a_decision(
