@@ -27,6 +27,7 @@ import prodcat
 from prodcat.encoders.image import activation_shape, effnet_spec
 from prodcat.heads import (
     HEADS,
+    BlendHead,
     FineTuneHead,
     FusionHead,
     Head,
@@ -37,6 +38,7 @@ from prodcat.heads import (
 )
 from prodcat.heads.base import softmax
 from prodcat.heads.text_linear import ForestArrays, fit_model, make_model, make_vectorizer
+from prodcat.progress import training_progress
 
 torch.set_num_threads(2)
 
@@ -418,6 +420,20 @@ def test_fusion_single_modality_predictions_stay_useful(data: Data) -> None:
     assert accuracy(data.X_test) >= 0.95
     report = head.validation_report_["val_accuracy_by_modality"]
     assert set(report) == {"as_given", "image_only", "text_only"}
+
+
+def test_epoch_and_search_progress_is_drawn_only_inside_training_progress(
+    data: Data, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = {"fusion": FAST_PARAMS["fusion-blend"]["fusion"], "words": {"Cs": (1.0, 20.0)}}
+    BlendHead(**params).fit(data.X_train, data.y_train)
+    assert "epochs" not in capsys.readouterr().err  # a bare fit draws nothing
+    with training_progress():
+        BlendHead(**params).fit(data.X_train, data.y_train)
+    drawn = capsys.readouterr().err
+    # The bars end full even when early stopping ends the epochs first.
+    assert "fusion network: epochs" in drawn and "8/8" in drawn
+    assert "title model: fits" in drawn and "2/2" in drawn
 
 
 def test_fusion_ignores_the_values_of_missing_modalities(data: Data, fitted: dict) -> None:

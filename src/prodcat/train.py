@@ -23,6 +23,7 @@ from prodcat.evaluate import evaluate
 from prodcat.gate import DEFAULT_TARGET_ACCURACY, class_indices, fit_gate, gate_metrics
 from prodcat.heads import BlendHead, FineTuneHead, Head, ImageHead, Inputs, TextLinearHead
 from prodcat.model import Model, split_encoders, training_fingerprint
+from prodcat.progress import training_progress
 from prodcat.split import split_catalogue
 from prodcat.taxonomy import format_path
 
@@ -191,11 +192,12 @@ def train(
     n_train, n_val = len(train_part), len(parts["validation"])
     val_index = [i for i, p in enumerate(parts["validation"], n_train) if _label(p) in kept]
     fit_start = time.perf_counter()
-    model.head.fit(
-        inputs.subset(np.arange(n_train)),
-        [_label(p) for p in train_part],
-        eval_set=(inputs.subset(val_index), [_label(everything[i]) for i in val_index]),
-    )
+    with training_progress(progress):
+        model.head.fit(
+            inputs.subset(np.arange(n_train)),
+            [_label(p) for p in train_part],
+            eval_set=(inputs.subset(val_index), [_label(everything[i]) for i in val_index]),
+        )
     seconds["fit"] = time.perf_counter() - fit_start
 
     val_inputs = inputs.subset(np.arange(n_train, n_train + n_val))

@@ -48,6 +48,7 @@ from prodcat.encoders.image import (
     check_size,
     effnet_spec,
 )
+from prodcat.progress import report_training
 
 from .base import Head, Inputs, stratified_holdout
 from .fusion import (
@@ -459,12 +460,14 @@ class FineTuneHead(Head):
                     "seconds": round(time.perf_counter() - t0, 3),
                 }
             )
+            report_training("fine-tuning: epochs (0 = warm-up)", epoch, self.max_epochs)
             if score > best_score:
                 best_state, best_score, stale = copy.deepcopy(net.state_dict()), score, 0
             else:
                 stale += 1
                 if stale >= self.patience:
                     break
+        report_training("fine-tuning: epochs (0 = warm-up)", self.max_epochs, self.max_epochs)
         net.load_state_dict(best_state)
         net.eval()
         return history

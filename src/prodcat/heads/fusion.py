@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from prodcat.progress import report_training
+
 from .base import Head, Inputs, stratified_holdout
 
 if TYPE_CHECKING:
@@ -386,12 +388,14 @@ class FusionHead(Head):
                     "seconds": round(time.perf_counter() - t0, 3),
                 }
             )
+            report_training("fusion network: epochs", epoch, self.max_epochs)
             if score > best_score:
                 best_state, best_score, stale = copy.deepcopy(net.state_dict()), score, 0
             else:
                 stale += 1
                 if stale >= self.patience:
                     break
+        report_training("fusion network: epochs", self.max_epochs, self.max_epochs)  # stopped
         net.load_state_dict(best_state)
         net.eval()
         return history

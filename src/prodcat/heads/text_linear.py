@@ -31,6 +31,8 @@ from sklearn.model_selection import ParameterSampler
 from sklearn.multiclass import OneVsRestClassifier
 from threadpoolctl import threadpool_limits
 
+from prodcat.progress import report_training
+
 from .base import Head, Inputs, stratified_holdout
 
 TOKEN_PATTERN = r"(?u)\b\w[\w-]*\b"
@@ -406,7 +408,9 @@ class TextLinearHead(Head):
         """Fit every trial; return their scores and the best fitted model."""
         trials: list[dict[str, Any]] = []
         best_model, best_score = None, -1.0
-        for family, params in sample_trials(self.families, self.n_iter, self.random_state, self.Cs):
+        planned = sample_trials(self.families, self.n_iter, self.random_state, self.Cs)
+        report_training("title model: fits", 0, len(planned))
+        for family, params in planned:
             started = time.perf_counter()
             model = fit_model(self._model(family, params), X_fit, y_fit)
             score = float(np.mean(model.predict(X_val) == y_val))
@@ -420,6 +424,7 @@ class TextLinearHead(Head):
             )
             if score > best_score:
                 best_model, best_score = model, score
+            report_training("title model: fits", len(trials), len(planned))
         return trials, best_model
 
     def _set_fitted(
