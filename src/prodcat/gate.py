@@ -275,7 +275,6 @@ def _fit_ood(
         text=known.text if uses_text else None,
         text_mask=known.has_text,
         texts=known.texts if uses_text else [],
-        y=y[rows],
         seed=seed,
     )
 

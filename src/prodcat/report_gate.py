@@ -14,10 +14,10 @@ OOD_NAMES = {
     "ood_score": "prodcat OOD score (combined)",
     "prototype_rule": "the prototype's rule (all-zero bag of words)",
     "max_softmax": "max softmax (1 - top probability)",
-    "signal:image_distance": "photo embedding distance alone",
-    "signal:text_distance": "title embedding distance alone",
+    "signal:image_distance": "photo: distance to the 5th nearest training photo alone",
+    "signal:text_distance": "title: distance to the nearest training title alone",
     "signal:unseen_words": "share of unseen title words alone",
-    "signal:energy": "energy of the logits alone",
+    "signal:max_softmax": "max softmax alone (inside the combined score)",
 }
 
 

@@ -13,6 +13,7 @@ alone) to 97.43% and macro-F1 from 0.951 to 0.955; see the README.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,6 +28,10 @@ WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 # (6 fits, 123 s on FULL); one fit at C = 20 takes a sixth of that, and the blend weight, still
 # chosen on validation, absorbs a less than perfect C.
 WORDS_C = 20.0
+# Words seen in one training title only are dropped: on FULL that shrinks the vocabulary from
+# 33.6k to 12.9k terms and halves the fit (21 -> 10 s) at the same validation accuracy (97.65%)
+# and a lower validation log-loss (0.1033 -> 0.1008).
+WORDS_MIN_DF = 2
 _FLOOR = 1e-12  # a probability of exactly 0 would make the geometric mean -inf
 
 
@@ -62,6 +67,7 @@ class BlendHead(Head):
         words = {
             "families": ("l2",),
             "Cs": (WORDS_C,),
+            "min_df": WORDS_MIN_DF,
             "random_state": self.random_state,
             **(self.words or {}),
         }
@@ -86,8 +92,12 @@ class BlendHead(Head):
         self.classes_ = classes
         self.__dict__.pop("_saved_fusion", None)
         self.fusion_, self.words_ = self._heads()
-        for head in (self.fusion_, self.words_):
-            head.fit(X, y, eval_set=eval_set)
+        # The words model (scikit-learn, one thread, mostly outside the GIL) trains while the
+        # network (torch) does; each is deterministic on its own, so the result does not change.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            words = pool.submit(self.words_.fit, X, y, eval_set=eval_set)
+            self.fusion_.fit(X, y, eval_set=eval_set)
+            words.result()
         self._set_widths()
         X_val, y_val = eval_set
         known = class_positions(classes, y_val)
