@@ -18,7 +18,7 @@ from prodcat.catalogue import Catalogue, Product
 from prodcat.cli import app
 from prodcat.gate import class_indices, parse_modalities, restrict
 from prodcat.model import Model
-from prodcat.ood import auroc
+from prodcat.ood import NeighbourDistance, auroc
 from prodcat.taxonomy import format_path
 from prodcat.train import TrainOptions, TrainResult, evaluate_products, train
 
@@ -212,3 +212,22 @@ def test_restrict_hides_a_modality() -> None:
     assert image_only.has_image.all() and image_only.text is not None
     assert not image_only.text.any()
     assert restrict(inputs, None) is inputs
+
+
+def test_neighbour_distance_has_a_known_answer_and_survives_saving() -> None:
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(300, 16))
+    far = rng.normal(size=(20, 16)) * 0.1 + 6.0  # a cluster away from every training product
+    nearest = NeighbourDistance.fit(train, k=1, n_components=16)
+    # A training product is its own nearest neighbour (float16 bank: close to, not exactly, 0).
+    assert np.allclose(nearest.score(train[:50]), 0.0, atol=2e-3)
+    assert nearest.score(far).min() > nearest.score(train[:50]).max() + 0.1
+    # The k-th neighbour: a duplicated product is 0 away with k=2, a unique one is not.
+    doubled = NeighbourDistance.fit(np.vstack([train, train[:10]]), k=2, n_components=16)
+    scores = doubled.score(train[:20])
+    assert np.allclose(scores[:10], 0.0, atol=2e-3) and (scores[10:] > 1e-2).all()
+    loaded = NeighbourDistance.from_arrays(doubled.arrays("image"), "image")
+    assert loaded is not None and loaded.bank.dtype == np.float32
+    assert np.array_equal(loaded.score(far), doubled.score(far))
+    with pytest.raises(ValueError, match="saved by an older prodcat"):
+        NeighbourDistance.from_arrays({"image.projection": np.zeros(1)}, "image")

@@ -82,7 +82,7 @@ class NeighbourDistance:
 
     mean: np.ndarray  # (d,)
     components: np.ndarray  # (d, k) orthonormal PCA basis
-    bank: np.ndarray  # (n, k) float16, unit rows
+    bank: np.ndarray  # (n, k) unit rows, float16 values held as float32 (saved as float16)
     k: int  # which neighbour: 1 = the nearest
 
     @classmethod
@@ -101,8 +101,9 @@ class NeighbourDistance:
         mean = X.mean(axis=0)
         dims = int(min(n_components, X.shape[1], max(1, len(X) - 1)))
         components = _principal_axes(X - mean, dims, seed).astype(np.float32)
-        fitted = cls(mean.astype(np.float32), components, np.zeros((0, dims), np.float16), k)
-        fitted.bank = fitted._unit(X).astype(np.float16)
+        fitted = cls(mean.astype(np.float32), components, np.zeros((0, dims), np.float32), k)
+        # Rounded to float16 now, so a loaded model scores exactly as the trained one.
+        fitted.bank = fitted._unit(X).astype(np.float16).astype(np.float32)
         return fitted
 
     def _unit(self, X: np.ndarray) -> np.ndarray:
@@ -113,7 +114,7 @@ class NeighbourDistance:
     def score(self, X: np.ndarray) -> np.ndarray:
         """Per row: 1 - cosine similarity to the k-th nearest bank row (0 = a known product)."""
         z = self._unit(X)
-        bank = self.bank.astype(np.float32)
+        bank = self.bank
         k = min(self.k, len(bank))
         out = np.empty(len(z))
         for start in range(0, len(z), SCORE_CHUNK):  # bounds the (rows x bank) similarity block
@@ -126,7 +127,7 @@ class NeighbourDistance:
         return {
             f"{prefix}.mean": self.mean,
             f"{prefix}.components": self.components,
-            f"{prefix}.bank": self.bank,
+            f"{prefix}.bank": self.bank.astype(np.float16),
             f"{prefix}.k": np.array([self.k], dtype=np.int64),
         }
 
@@ -142,7 +143,7 @@ class NeighbourDistance:
         return cls(
             mean=arrays[f"{prefix}.mean"],
             components=arrays[f"{prefix}.components"],
-            bank=arrays[f"{prefix}.bank"],
+            bank=arrays[f"{prefix}.bank"].astype(np.float32),
             k=int(arrays[f"{prefix}.k"][0]),
         )
 

@@ -443,8 +443,9 @@ class Head(ABC):
 
     @classmethod
     def _params_from_json(cls, params: dict[str, Any]) -> dict[str, Any]:
-        """JSON lists back to the tuples `__init__` was given (override for other types)."""
-        return {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+        """JSON lists back to the tuples `__init__` was given, also inside dict parameters (a
+        blend's per-part settings); override for other types."""
+        return {k: _tuples(v) for k, v in params.items()}
 
     @abstractmethod
     def _config(self) -> dict[str, Any]:
@@ -489,3 +490,12 @@ def read_saved(folder: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray
             f"({CONFIG_FILE} + {WEIGHTS_FILE})"
         )
     return config, safetensors.numpy.load_file(str(weights_path))
+
+
+def _tuples(value: Any) -> Any:
+    """Lists (at any depth, dict values included) as tuples."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value

@@ -13,6 +13,7 @@ alone) to 97.43% and macro-F1 from 0.951 to 0.955; see the README.
 
 from __future__ import annotations
 
+import contextvars
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
@@ -71,9 +72,6 @@ class BlendHead(Head):
             "random_state": self.random_state,
             **(self.words or {}),
         }
-        for key in ("families", "Cs"):  # lists after a JSON round trip
-            if isinstance(words.get(key), list):
-                words[key] = tuple(words[key])
         return FusionHead(**fusion), TextLinearHead(**words)
 
     def _fit(
@@ -95,7 +93,9 @@ class BlendHead(Head):
         # The words model (scikit-learn, one thread, mostly outside the GIL) trains while the
         # network (torch) does; each is deterministic on its own, so the result does not change.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            words = pool.submit(self.words_.fit, X, y, eval_set=eval_set)
+            # In a copy of this context, so that the words model's progress is drawn too.
+            context = contextvars.copy_context()
+            words = pool.submit(context.run, self.words_.fit, X, y, eval_set=eval_set)
             self.fusion_.fit(X, y, eval_set=eval_set)
             words.result()
         self._set_widths()
