@@ -14,6 +14,7 @@ from rich.table import Table
 
 from prodcat import __version__
 from prodcat.cache import FeatureCache
+from prodcat.calibration import min_accepted
 from prodcat.catalogue import (
     Catalogue,
     CatalogueError,
@@ -302,10 +303,25 @@ def _gate_line(result: TrainResult) -> str:
         f"{_fmt(t.get('review_top3'), '.2%')}, ECE {_fmt(t.get('ece_uncalibrated'), '.4f')} -> "
         f"{_fmt(t.get('ece'), '.4f')}"
         + (
-            f", OOD AUROC {_fmt(t.get('ood_auroc'), '.3f')}"
+            f", OOD AUROC {_fmt(t.get('ood_auroc'), '.3f')} "
+            f"(on {t.get('n_out_of_class', 0):,} out-of-class products)"
             if t.get("ood_auroc") is not None
             else ""
         )
+        + _accept_nothing_hint(result)
+    )
+
+
+def _accept_nothing_hint(result: TrainResult) -> str:
+    """Why nothing is accepted, when the validation part is too small to show the target."""
+    target = float(result.model.options.get("target_accuracy") or DEFAULT_TARGET_ACCURACY)
+    n_validation = int(result.validation.get("n_in_class") or 0)
+    if result.test.get("coverage") or n_validation >= min_accepted(target):
+        return ""
+    return (
+        f"\nnothing is accepted: {n_validation:,} validation products cannot show {target:.1%} "
+        f"accuracy (that takes at least {min_accepted(target):,}), so every product goes to "
+        "review; train on more products or lower --target-accuracy"
     )
 
 
