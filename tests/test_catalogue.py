@@ -454,6 +454,25 @@ def test_without_verification_only_hashes(linked: Path, bad_catalogue: Catalogue
     assert garbage.image_sha256 == hashlib.sha256(garbage.image.read_bytes()).hexdigest()
 
 
+def test_photos_known_to_decode_are_not_decoded_again(
+    linked: Path, bad_catalogue: Catalogue
+) -> None:
+    """`decoded` vouches for hashes (the feature cache's); everything else is still decoded."""
+    garbage = hashlib.sha256((linked / "broken" / "garbage.jpg").read_bytes()).hexdigest()
+    asked: list[str] = []
+
+    def decoded(key: str) -> bool:
+        asked.append(key)
+        return key == garbage
+
+    cat = load_catalogue(linked / "bad.csv", decoded=decoded)
+    # The vouched-for garbage passes as the cache says; the truncated photo is still caught, and
+    # the empty file is caught without asking.
+    assert "3" in cat.by_id() and "4" not in cat.by_id()
+    assert {p.id for p in by_kind(cat, "unreadable_image")} == {"4", "5"}
+    assert garbage in asked and hashlib.sha256(b"").hexdigest() not in asked
+
+
 def test_progress_bar_goes_to_stderr(
     linked: Path, bad_catalogue: Catalogue, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -631,8 +631,11 @@ class _ImageCheck:
     reason: str = ""
 
 
-def _check_image(path: Path, verify: bool) -> _ImageCheck:
-    """Hash the bytes (the content address) and, if `verify`, prove that they decode."""
+def _check_image(
+    path: Path, verify: bool, decoded: Callable[[str], bool] | None = None
+) -> _ImageCheck:
+    """Hash the bytes (the content address) and, if `verify`, prove that they decode (unless
+    `decoded` knows the hash: the same bytes decoded before)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -641,15 +644,22 @@ def _check_image(path: Path, verify: bool) -> _ImageCheck:
         return _ImageCheck(None, UNREADABLE_IMAGE, "it is a folder, not an image file")
     except OSError as exc:
         return _ImageCheck(None, UNREADABLE_IMAGE, f"it cannot be read ({exc.strerror})")
-    if verify or not data:  # an empty file is caught even without decoding: it costs nothing
+    key = hashlib.sha256(data).hexdigest()
+    known = bool(data) and decoded is not None and decoded(key)
+    if (verify and not known) or not data:  # an empty file is caught without decoding
         try:
             read_image(data, draft_size=_VERIFY_DRAFT_SIZE)
         except ImageError as exc:
             return _ImageCheck(None, UNREADABLE_IMAGE, str(exc))
-    return _ImageCheck(hashlib.sha256(data).hexdigest())
+    return _ImageCheck(key)
 
 
-def _check_images(paths: Iterable[Path], verify: bool, progress: bool) -> dict[Path, _ImageCheck]:
+def _check_images(
+    paths: Iterable[Path],
+    verify: bool,
+    progress: bool,
+    decoded: Callable[[str], bool] | None = None,
+) -> dict[Path, _ImageCheck]:
     """Check each distinct path once, in threads: Pillow and hashlib release the GIL."""
     unique = list(dict.fromkeys(paths))
     results: dict[Path, _ImageCheck] = {}
@@ -659,7 +669,7 @@ def _check_images(paths: Iterable[Path], verify: bool, progress: bool) -> dict[P
         for start in range(0, len(unique), _IMAGE_BATCH):
             batch = unique[start : start + _IMAGE_BATCH]
             for path, check in zip(
-                batch, pool.map(lambda p: _check_image(p, verify), batch), strict=True
+                batch, pool.map(lambda p: _check_image(p, verify, decoded), batch), strict=True
             ):
                 results[path] = check
                 advance(1)
@@ -739,6 +749,7 @@ def load_catalogue(
     verify_images: bool = True,
     progress: bool = False,
     require_labels: bool | None = None,
+    decoded: Callable[[str], bool] | None = None,
 ) -> Catalogue:
     """Load a catalogue file (.csv, .tsv, .jsonl, .ndjson, .parquet) or folder tree.
 
@@ -746,6 +757,9 @@ def load_catalogue(
         path: the table, or the root of a ``root/<level>/.../<id>.jpg`` folder tree.
         mapping: which columns hold the id, text, image path and category (tables only).
         verify_images: decode every image to catch corrupt files; else only hash the bytes.
+        decoded: says whether an image's SHA-256 (hex) is known to decode, e.g. because the
+            feature cache holds its features; such images are hashed but not decoded again
+            (`prodcat train` with a warm cache: 7 of the 11 s of loading 37k photos).
         progress: show a progress bar on stderr while the images are checked.
         require_labels: ``None`` requires the label columns only when the mapping names them
             (``label_columns``, or a ``label_column`` other than the default ``"category"``,
@@ -766,7 +780,7 @@ def load_catalogue(
         expect_text, expect_image = bool(mapping.text_columns), mapping.image_column is not None
         leaf_column = mapping.label_names[-1] if mapping.label_names else None
     checks = _check_images(
-        (r.image for r in records if r.image is not None), verify_images, progress
+        (r.image for r in records if r.image is not None), verify_images, progress, decoded
     )
     products = []
     for record in records:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
@@ -97,9 +98,15 @@ def _mapping(
     )
 
 
-def _load(path: Path, mapping: ColumnMapping, *, quiet: bool = False) -> Catalogue:
+def _load(
+    path: Path,
+    mapping: ColumnMapping,
+    *,
+    quiet: bool = False,
+    decoded: Callable[[str], bool] | None = None,
+) -> Catalogue:
     try:
-        return load_catalogue(path, mapping, progress=not quiet)
+        return load_catalogue(path, mapping, progress=not quiet, decoded=decoded)
     except CatalogueError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -242,14 +249,23 @@ def train_cmd(
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    cat = _load(catalogue, mapping)
+    cache = FeatureCache(cache_dir)
+    cat = _load(catalogue, mapping, decoded=_cached_photos(cache, options))
     if extra_labels is not None:
         cat = _with_extra_labels(cat, extra_labels)
-    result = _train(cat, options, FeatureCache(cache_dir))
+    result = _train(cat, options, cache)
     result.model.save(out_dir)
     out.print(f"model: {out_dir}")
     if report is not None:
         _write_report(result, report)
+
+
+def _cached_photos(cache: FeatureCache, options: TrainOptions) -> Callable[[str], bool] | None:
+    """Photos whose features the cache holds decoded before: loading need not decode them."""
+    if options.resolved_image_encoder is None:
+        return None
+    store = cache.store(get_encoder(options.resolved_image_encoder).version)
+    return store.__contains__
 
 
 def _with_extra_labels(cat: Catalogue, path: Path) -> Catalogue:
