@@ -189,6 +189,21 @@ def check_labels(y: object, n: int) -> np.ndarray:
     return np.array(labels, dtype=object)
 
 
+def validation_split(
+    X: Inputs,
+    y: np.ndarray,
+    eval_set: tuple[Inputs, np.ndarray] | None,
+    random_state: int,
+    fraction: float = 0.1,
+) -> tuple[Inputs, np.ndarray, Inputs, np.ndarray, str]:
+    """(X_fit, y_fit, X_val, y_val, how chosen): the eval_set, else a stratified holdout of X."""
+    if eval_set is not None:
+        return X, y, eval_set[0], eval_set[1], "eval_set"
+    train, val = stratified_holdout(y.astype(str), fraction, random_state)
+    selection = f"stratified {fraction:.0%} holdout of the training rows"
+    return X.subset(train), y[train], X.subset(val), y[val], selection
+
+
 def stratified_holdout(
     y: np.ndarray, fraction: float, random_state: int
 ) -> tuple[np.ndarray, np.ndarray]:

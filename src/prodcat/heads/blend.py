@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Head, Inputs, softmax, stratified_holdout
+from .base import Head, Inputs, softmax, validation_split
 from .fusion import HOLDOUT_FRACTION, FusionHead, class_positions
 from .text_linear import TextLinearHead
 
@@ -84,9 +84,10 @@ class BlendHead(Head):
         weights = tuple(float(w) for w in self.weights)
         if not weights or any(not 0.0 <= w <= 1.0 for w in weights):
             raise ValueError(f"weights={self.weights!r}; expected numbers in [0, 1]")
-        if eval_set is None:
-            train, val = stratified_holdout(y.astype(str), HOLDOUT_FRACTION, self.random_state)
-            X, y, eval_set = X.subset(train), y[train], (X.subset(val), y[val])
+        X, y, X_val, y_val, _ = validation_split(
+            X, y, eval_set, self.random_state, HOLDOUT_FRACTION
+        )
+        eval_set = (X_val, y_val)
         self.classes_ = classes
         self.__dict__.pop("_saved_fusion", None)
         self.fusion_, self.words_ = self._heads()

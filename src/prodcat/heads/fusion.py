@@ -27,7 +27,7 @@ import numpy as np
 
 from prodcat.progress import report_training
 
-from .base import Head, Inputs, stratified_holdout
+from .base import Head, Inputs, validation_split
 
 if TYPE_CHECKING:
     import torch
@@ -269,13 +269,9 @@ class FusionHead(Head):
         import torch
 
         started = time.perf_counter()
-        if eval_set is None:
-            train, val = stratified_holdout(y.astype(str), HOLDOUT_FRACTION, self.random_state)
-            X_fit, y_fit, X_val, y_val = X.subset(train), y[train], X.subset(val), y[val]
-            selection = f"stratified {HOLDOUT_FRACTION:.0%} holdout of the training rows"
-        else:
-            X_fit, y_fit, (X_val, y_val) = X, y, eval_set
-            selection = "eval_set"
+        X_fit, y_fit, X_val, y_val, selection = validation_split(
+            X, y, eval_set, self.random_state, HOLDOUT_FRACTION
+        )
         self.classes_ = classes
         self.n_image_features_ = int(self._features(X, "image").shape[1])
         self.n_text_features_ = int(self._features(X, "text").shape[1])
