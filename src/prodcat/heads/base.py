@@ -400,7 +400,7 @@ class Head(ABC):
     def decision_logits(self, X: Inputs) -> np.ndarray:
         """(n, n_classes) float64 pre-softmax scores (log-probabilities for tree models).
 
-        For temperature scaling and energy-based out-of-distribution scores.
+        For temperature scaling and the gate's max-softmax out-of-distribution signal.
         """
         checked = self._check_predict_inputs(X, "decision_logits")
         return self._logits(checked)

@@ -126,8 +126,8 @@ class BlendHead(Head):
         }
 
     def _parts_logits(self, X: Inputs) -> tuple[np.ndarray, np.ndarray]:
-        """The fusion network's raw logits (they keep its energy, which the gate's out-of-
-        distribution score reads) and the words model's log-probabilities."""
+        """The fusion network's raw logits (a product without a title keeps them as they are)
+        and the words model's log-probabilities."""
         return (
             self.fusion_.decision_logits(X),
             np.log(np.maximum(self.words_.predict_proba(X), _FLOOR)),
