@@ -300,7 +300,9 @@ def _modalities(inputs: Inputs | None, i: int) -> list[str]:
 
 def is_trunk(encoder: str | None) -> bool:
     """Whether an image encoder (e.g. "effnet-lite0-trunk@160") yields fine-tuning activations."""
-    return bool(encoder) and parse_encoder_name(encoder or "")[0].endswith(TRUNK_SUFFIX)
+    if not encoder:
+        return False
+    return parse_encoder_name(encoder)[0].endswith(TRUNK_SUFFIX)
 
 
 def split_encoders(name: str) -> list[str]:

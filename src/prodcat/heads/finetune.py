@@ -64,6 +64,8 @@ if TYPE_CHECKING:
     import torch
 
 HOLDOUT_FRACTION = 0.1
+# The progress bar of the epochs (`prodcat.progress.training_progress`).
+EPOCHS_PHASE = "fine-tuning: epochs (0 = warm-up)"
 ONNX_INPUTS = ("image_activations", "text", "image_mask", "text_mask")
 # Rows per forward pass at prediction: the tail's widest activations (1152 x 7 x 7 floats per
 # photo for lite0 at 224 px) make 256 rows about 60 MB, where FusionHead's 4096 would be ~1 GB.
@@ -456,14 +458,14 @@ class FineTuneHead(Head):
                     "seconds": round(time.perf_counter() - t0, 3),
                 }
             )
-            report_training("fine-tuning: epochs (0 = warm-up)", epoch, self.max_epochs)
+            report_training(EPOCHS_PHASE, epoch, self.max_epochs)
             if score > best_score:
                 best_state, best_score, stale = copy.deepcopy(net.state_dict()), score, 0
             else:
                 stale += 1
                 if stale >= self.patience:
                     break
-        report_training("fine-tuning: epochs (0 = warm-up)", self.max_epochs, self.max_epochs)
+        report_training(EPOCHS_PHASE, self.max_epochs, self.max_epochs)
         net.load_state_dict(best_state)
         net.eval()
         return history

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     import torch
 
 HOLDOUT_FRACTION = 0.1
+# The progress bar of the epochs (`prodcat.progress.training_progress`).
+EPOCHS_PHASE = "fusion network: epochs"
 ONNX_OPSET = 17
 ONNX_INPUTS = ("image", "text", "image_mask", "text_mask")
 PREDICT_BATCH = 4096
@@ -384,14 +386,14 @@ class FusionHead(Head):
                     "seconds": round(time.perf_counter() - t0, 3),
                 }
             )
-            report_training("fusion network: epochs", epoch, self.max_epochs)
+            report_training(EPOCHS_PHASE, epoch, self.max_epochs)
             if score > best_score:
                 best_state, best_score, stale = copy.deepcopy(net.state_dict()), score, 0
             else:
                 stale += 1
                 if stale >= self.patience:
                     break
-        report_training("fusion network: epochs", self.max_epochs, self.max_epochs)  # stopped
+        report_training(EPOCHS_PHASE, self.max_epochs, self.max_epochs)  # the bar ends full
         net.load_state_dict(best_state)
         net.eval()
         return history
