@@ -246,10 +246,11 @@ def fit_gate(
         gate.temperatures.setdefault(case, 1.0)
         gate.accept_thresholds.setdefault(case, choose_threshold(np.zeros(0), np.zeros(0), 0.5))
     if ood is not None and per_case:
-        signals = [gate.ood_signals(inputs, logits) for inputs, logits in per_case.values()]
-        ood.set_scales({k: np.concatenate([s[k] for s in signals]) for k in signals[0]})
-        for case, (inputs, logits) in per_case.items():
-            scores = gate.ood_scores(inputs, logits)
+        signals = {c: gate.ood_signals(inputs, logits) for c, (inputs, logits) in per_case.items()}
+        every = list(signals.values())
+        ood.set_scales({k: np.concatenate([s[k] for s in every]) for k in every[0]})
+        for case, case_signals in signals.items():
+            scores = ood.combine(case_signals)
             finite = scores[np.isfinite(scores)]
             if len(finite):
                 gate.unknown_thresholds[case] = float(np.quantile(finite, UNKNOWN_QUANTILE))
@@ -317,7 +318,9 @@ def gate_metrics(
     """
     y = np.asarray(y)
     cases = gate.cases(inputs)
-    scores = gate.ood_scores(inputs, logits)
+    # The signals once: the score and the side-by-side comparison both need them.
+    signals = gate.ood_signals(inputs, logits) if gate.ood is not None else {}
+    scores = gate.ood.combine(signals) if gate.ood is not None else np.full(len(y), np.nan)
     decisions = np.array(gate.decide(proba, scores, cases, threshold=threshold), dtype=object)
     inside, outside = y >= 0, y == -1
     conf = proba.max(axis=1)
@@ -344,14 +347,16 @@ def gate_metrics(
         "cases": {c: int(np.sum(inside & (cases == c))) for c in (*CASES, NONE)},
     }
     if outside.any() and inside.any():
-        out.update(_ood_comparison(gate, inputs, logits, proba, scores, inside, outside, decisions))
+        out.update(
+            _ood_comparison(gate, inputs, signals, proba, scores, inside, outside, decisions)
+        )
     return out
 
 
 def _ood_comparison(
     gate: Gate,
     inputs: Inputs,
-    logits: np.ndarray,
+    signals: dict[str, np.ndarray],
     proba: np.ndarray,
     scores: np.ndarray,
     inside: np.ndarray,
@@ -362,9 +367,8 @@ def _ood_comparison(
     candidates: dict[str, np.ndarray] = {"ood_score": scores, "max_softmax": 1 - proba.max(axis=1)}
     if gate.ood is not None and gate.uses_text:
         candidates["prototype_rule"] = prototype_rule(inputs.texts, gate.ood.vocabulary)
-    if gate.ood is not None:
-        for name, values in gate.ood_signals(inputs, logits).items():
-            candidates[f"signal:{name}"] = values
+    for name, values in signals.items():
+        candidates[f"signal:{name}"] = values
     comparison = {
         name: {
             "auroc": auroc(values[inside], values[outside]),

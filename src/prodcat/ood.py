@@ -96,13 +96,14 @@ class NeighbourDistance:
         seed: int = 0,
     ) -> NeighbourDistance:
         """Fit on training rows X (of the model's classes only)."""
-        X = np.asarray(X, dtype=np.float64)
+        # float32: half the SVD's time of float64, and the same 128-d subspace (measured on FULL).
+        X = np.asarray(X, dtype=np.float32)
         if len(X) > MAX_FIT_ROWS:  # a random subset: the bank's size stays bounded
             X = X[np.random.default_rng(seed).choice(len(X), MAX_FIT_ROWS, replace=False)]
-        mean = X.mean(axis=0)
+        mean = X.mean(axis=0, dtype=np.float64).astype(np.float32)
         dims = int(min(n_components, X.shape[1], max(1, len(X) - 1)))
         components = _principal_axes(X - mean, dims, seed).astype(np.float32)
-        fitted = cls(mean.astype(np.float32), components, np.zeros((0, dims), np.float32), k)
+        fitted = cls(mean, components, np.zeros((0, dims), np.float32), k)
         # Rounded to float16 now, so a loaded model scores exactly as the trained one.
         fitted.bank = fitted._unit(X).astype(np.float16).astype(np.float32)
         return fitted
