@@ -147,10 +147,33 @@ def measure(result: TrainResult, cache: FeatureCache) -> dict[str, Any]:
             "ood_comparison": metrics.get("ood_comparison"),
         }
         out[shown] = figures
+        if shown == "image,text" and (y == -1).any():
+            out["out_of_class_passed"] = _passed_by_type(model, products, masked, proba, y)
     out["temperatures"] = model.gate.temperatures
     out["accept_thresholds"] = model.gate.accept_thresholds
     out.update(_size_and_cost(model, inputs))
     return out
+
+
+def _passed_by_type(
+    model: Model, products: list[Any], inputs: Any, proba: np.ndarray, y: np.ndarray
+) -> dict[str, Any]:
+    """The out-of-class products the OOD score lets through when 95% of in-class products pass
+    (the flagged-at-95% point), by their true articleType, with what the model called them."""
+    assert model.gate is not None
+    scores = model.gate.ood_scores(inputs, model.head.decision_logits(inputs))
+    inside, outside = y >= 0, y == -1
+    passed = outside & (scores <= np.nanquantile(scores[inside], 0.95))
+    by_type: dict[str, dict[str, Any]] = {}
+    for i in np.flatnonzero(outside):
+        entry = by_type.setdefault(_label(products[i]), {"passed": 0, "of": 0, "called": {}})
+        entry["of"] += 1
+        if passed[i]:
+            entry["passed"] += 1
+            called = model.classes[int(proba[i].argmax())]
+            entry["called"][called] = entry["called"].get(called, 0) + 1
+    ranked = sorted(by_type.items(), key=lambda kv: (-kv[1]["passed"], kv[0]))
+    return {"passed": int(passed.sum()), "of": int(outside.sum()), "by_type": dict(ranked)}
 
 
 def _size_and_cost(model: Model, inputs: Any) -> dict[str, Any]:

@@ -211,6 +211,18 @@ def test_absolute_image_paths(tmp_path: Path, sample_dir: Path) -> None:
     assert "relative to" not in missing.message
 
 
+def test_spellings_of_one_image_path_give_one_path(linked: Path, sample_dir: Path) -> None:
+    # images/ is a symlink to the sample's folder: the path is the real file's, however written.
+    (linked / "sub").mkdir()
+    rows = ["images/3221.jpg", "sub/../images/3221.jpg", "images\\3221.jpg", "./images/3221.jpg"]
+    lines = [f"{i},Shoe,{value}" for i, value in enumerate(rows)]
+    (linked / "paths.csv").write_text("id,title,image\n" + "\n".join(lines) + "\n")
+    cat = load_catalogue(linked / "paths.csv")
+    real = (sample_dir / "images" / "3221.jpg").resolve()
+    assert [p.image for p in cat.products] == [real] * len(rows)
+    assert len({p.image_sha256 for p in cat.products}) == 1
+
+
 def test_jsonl_lines_and_bad_json(linked: Path) -> None:
     (linked / "p.jsonl").write_text(
         '{"id": 1, "title": "Shoe", "image": "images/3221.jpg", "category": ["Footwear", "Shoes"]}'
