@@ -9,7 +9,8 @@ temperatures and thresholds are fitted on validation inside `train`), then on th
   the true class in the top 3 of products sent to review.
 - OOC: every test product of an articleType the model does not have is out of class; AUROC and
   share flagged at 95% in-class pass for the gate's score, the prototype's all-zero rule and
-  max-softmax (for T10; FULL has few left-out classes).
+  max-softmax (for T10; FULL has few left-out classes); and which out-of-class articleTypes
+  pass at that point, with what the model called them (`out_of_class_passed` in the JSON).
 - MISSING: the same model shown only the photo, or only the title.
 
 Also the saved model's size and the gate's cost per product (OOD score + decision), median of
