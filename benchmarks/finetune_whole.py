@@ -105,9 +105,10 @@ def _decoded(
     return np.stack(arrays), y
 
 
-def _batch(pixels: np.ndarray, augment: bool, rng: np.random.Generator) -> torch.Tensor:
+def _batch(pixels: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+    """Scaled (N, 3, size, size) pixels; randomly flipped and cropped when given an `rng`."""
     x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float()
-    if augment:
+    if rng is not None:
         flip = torch.from_numpy(rng.random(len(x)) < 0.5)
         x[flip] = x[flip].flip(3)
         # A random crop of 85-100% of the side, resized back: products are not always centred.
@@ -125,7 +126,7 @@ def _accuracy(model: torch.nn.Module, pixels: np.ndarray, y: np.ndarray) -> floa
     right = 0
     with torch.no_grad():
         for start in range(0, len(y), 128):
-            logits = model(_batch(pixels[start : start + 128], False, np.random.default_rng()))
+            logits = model(_batch(pixels[start : start + 128]))
             right += int((logits.argmax(1).numpy() == y[start : start + 128]).sum())
     return right / len(y)
 
@@ -158,7 +159,7 @@ def _fit(
         with progress_bar(f"epoch {epoch}/{args.epochs}", len(batches)) as advance:
             for start in batches:
                 index = np.sort(order[start : start + args.batch_size])
-                loss = loss_fn(model(_batch(pixels[index], True, rng)), torch.from_numpy(y[index]))
+                loss = loss_fn(model(_batch(pixels[index], rng)), torch.from_numpy(y[index]))
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
