@@ -215,6 +215,17 @@ def train_cmd(
             help="Also train the last EfficientNet-Lite blocks (fusion or image; slower).",
         ),
     ] = False,
+    fine_tune_whole: Annotated[
+        bool,
+        typer.Option(
+            "--fine-tune-whole",
+            help="First fine-tune every layer of the photo network on the catalogue and use it as "
+            "the photo encoder (+2-3 points photo-only; minutes per epoch: see the README).",
+        ),
+    ] = False,
+    fine_tune_epochs: Annotated[
+        int, typer.Option(help="Epochs of --fine-tune-whole (the best on validation is kept).")
+    ] = 4,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     target_accuracy: Annotated[
         float, typer.Option(help="Accuracy of accepted products to reach on validation.")
@@ -245,6 +256,8 @@ def train_cmd(
             seed=seed,
             target_accuracy=target_accuracy,
             fine_tune=fine_tune,
+            fine_tune_whole=fine_tune_whole,
+            fine_tune_epochs=fine_tune_epochs,
         )
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
@@ -302,6 +315,14 @@ def _train(cat: Catalogue, options: TrainOptions, cache: FeatureCache) -> TrainR
             f"left out of training: {len(result.excluded)} classes, {left_out:,} products "
             f"(below the class-size floor): {', '.join(list(result.excluded)[:8])}"
             + (" ..." if len(result.excluded) > 8 else "")
+        )
+    tuned = result.model.options.get("fine_tune_whole_result")
+    if tuned:
+        best = tuned["history"][tuned["best_epoch"] - 1]
+        out.print(
+            f"photo network fine-tuned on {tuned['n_train']:,} photos: epoch {best['epoch']} of "
+            f"{len(tuned['history'])} kept (photo-only validation accuracy "
+            f"{best['validation']:.2%}), {result.seconds.get('fine-tune', 0):.0f} s"
         )
     out.print(_figures_table(result))
     if result.model.gate is not None:

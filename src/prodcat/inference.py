@@ -75,7 +75,9 @@ class Predictor:
         self.max_pixels = max_pixels
         self.image_encoder: ImageEncoder | None = None
         if model.image_encoder:
-            encoder = get_encoder(model.image_encoder, **_backend(model.image_encoder, backend))
+            encoder = model.get_encoder(
+                model.image_encoder, **_backend(model.image_encoder, backend)
+            )
             if not isinstance(encoder, ImageEncoder):
                 raise TypeError(f"{model.image_encoder} is not an image encoder")
             self.image_encoder = encoder

@@ -3,13 +3,15 @@
 A model directory holds `model.json` (classes, taxonomy, encoder names and versions, training
 options, validation and test figures, a fingerprint of the training data, the prodcat version) and
 `head/` (the head's own config.json + weights.safetensors) and `gate/` (calibration, thresholds
-and the out-of-distribution reference, see `prodcat.gate`). No pickle anywhere. Loading refuses a
+and the out-of-distribution reference, see `prodcat.gate`); a model whose photo network was
+fine-tuned on its catalogue also holds that network (`photo_encoder.onnx`). No pickle anywhere. Loading refuses a
 bundle whose encoders would no longer produce the features the head was trained on.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ import numpy as np
 from prodcat import __version__
 from prodcat.cache import FeatureCache
 from prodcat.catalogue import Product
+from prodcat.encoders.base import Encoder
 from prodcat.encoders.registry import get_encoder, parse_encoder_name
 from prodcat.features import Features, encode_products
 from prodcat.gate import Gate, restrict
@@ -31,6 +34,7 @@ from prodcat.taxonomy import Taxonomy, format_path, parse_path
 MODEL_FORMAT = 1
 TOP_K = 5
 TRUNK_SUFFIX = "-trunk"
+ENCODER_FILE = "photo_encoder.onnx"  # a fine-tuned photo network inside the model folder
 # What happens to a prediction: labelled automatically, sent to a person with suggestions, or
 # flagged as a kind of product the model does not know (also sent to a person).
 DECISIONS = ("accept", "review", "unknown")
@@ -80,6 +84,9 @@ class Model:
     figures: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
     gate: Gate | None = None
+    # Encoders that run from a file of this model (a photo network fine-tuned on the catalogue,
+    # `prodcat train --fine-tune-whole`): encoder name -> its ONNX file.
+    encoder_files: dict[str, Path] = field(default_factory=dict)
 
     @property
     def classes(self) -> list[str]:
@@ -109,10 +116,16 @@ class Model:
         if name is None:
             return None
         parts = [
-            encode_products(products, get_encoder(part), cache, progress=progress)
+            encode_products(products, self.get_encoder(part), cache, progress=progress)
             for part in split_encoders(name)
         ]
         return parts[0] if len(parts) == 1 else Features.concatenate(parts)
+
+    def get_encoder(self, name: str, **options: Any) -> Encoder:
+        """The registered encoder `name`, handed its file when this model holds one."""
+        if name in self.encoder_files:
+            options = {"onnx_file": self.encoder_files[name], **options}
+        return get_encoder(name, **options)
 
     # -- prediction -----------------------------------------------------------------------
     def predict(
@@ -246,6 +259,7 @@ class Model:
         export_head_onnx(self.head, folder / "head")  # torch heads: served by ONNX Runtime
         if self.gate is not None:
             self.gate.save(folder / "gate")
+        files = self._save_encoder_files(folder)
         config = {
             "format": MODEL_FORMAT,
             "prodcat_version": __version__,
@@ -254,6 +268,7 @@ class Model:
             "taxonomy": self.taxonomy.to_json(),
             "encoders": {"image": self.image_encoder, "text": self.text_encoder},
             "encoder_versions": self.encoder_versions,
+            "encoder_files": files,
             "options": self.options,
             "figures": self.figures,
             "training_data_fingerprint": self.fingerprint,
@@ -261,13 +276,24 @@ class Model:
         (folder / "model.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
         return folder
 
+    def _save_encoder_files(self, folder: Path) -> dict[str, str]:
+        """Copy the model's own encoder files into `folder`; {name: file name there}."""
+        saved = {}
+        for index, (name, path) in enumerate(sorted(self.encoder_files.items())):
+            target = folder / (ENCODER_FILE if index == 0 else f"encoder_{index}.onnx")
+            if Path(path).resolve() != target.resolve():
+                shutil.copyfile(path, target)
+            saved[name] = target.name
+        return saved
+
     @classmethod
     def load(cls, folder: str | Path, *, runtime: str = "onnx") -> Model:
         """Open a saved model; runtime "onnx" runs a torch head from its exported graph (no
         torch imported), "torch" reopens the head itself (to inspect or refit it)."""
         folder = Path(folder)
         config = _read_model_json(folder)
-        _check_encoder_versions(config["encoder_versions"], folder)
+        files = {name: folder / file for name, file in config.get("encoder_files", {}).items()}
+        _check_encoder_versions(config["encoder_versions"], folder, files)
         head = load_predict_head(folder / "head", runtime=runtime)
         if [str(c) for c in head.classes_] != config["classes"]:
             raise ModelError(
@@ -284,6 +310,7 @@ class Model:
             figures=config.get("figures", {}),
             fingerprint=config.get("training_data_fingerprint", ""),
             gate=Gate.load(folder / "gate") if (folder / "gate" / "gate.json").exists() else None,
+            encoder_files=files,
         )
 
 
@@ -357,12 +384,13 @@ def _read_model_json(folder: Path) -> dict[str, Any]:
     return config
 
 
-def _check_encoder_versions(saved: dict[str, str], folder: Path) -> None:
+def _check_encoder_versions(saved: dict[str, str], folder: Path, files: dict[str, Path]) -> None:
     """Refuse a model whose encoders now compute different features than at training time."""
     differences = []
     for name, version in saved.items():
         try:
-            installed = get_encoder(name).version
+            options = {"onnx_file": files[name]} if name in files else {}
+            installed = get_encoder(name, **options).version
         except ValueError as exc:
             differences.append(f"{name}: not available here ({exc})")
             continue

@@ -8,6 +8,7 @@ hyperparameters; the test part is only ever measured.
 from __future__ import annotations
 
 import time
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,7 @@ from prodcat.model import Model, split_encoders, training_fingerprint
 from prodcat.progress import training_progress
 from prodcat.split import split_catalogue
 from prodcat.taxonomy import format_path
+from prodcat.whole_finetune import TunedPhotoNetwork
 
 ModelKind = Literal["fusion", "text", "image"]
 MODEL_KINDS: tuple[str, ...] = ("fusion", "text", "image")
@@ -49,6 +51,10 @@ class TrainOptions:
     seed: int = 0
     # Train the last EfficientNet-Lite blocks too (on cached activations; fusion or image).
     fine_tune: bool = False
+    # Fine-tune every layer of the photo network first and use it as the photo encoder
+    # (`prodcat.whole_finetune`; the best of `fine_tune_epochs` epochs by validation).
+    fine_tune_whole: bool = False
+    fine_tune_epochs: int = 4
     # Model families the text-linear head searches (the prototype compared L2, L1, forests).
     text_families: tuple[str, ...] = ("l2", "l1", "rf")
     # Accuracy the accepted products must reach on validation (the gate's accept threshold).
@@ -67,10 +73,15 @@ class TrainOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name}={value}; expected a positive number")
-        if self.fine_tune and self.model == "text":
-            raise ValueError(
-                "--fine-tune trains the photo network: use it with --model fusion or image"
-            )
+        for flag, on in (("--fine-tune", self.fine_tune), ("--fine-tune-whole", self.fine_tune_whole)):
+            if on and self.model == "text":
+                raise ValueError(
+                    f"{flag} trains the photo network: use it with --model fusion or image"
+                )
+        if self.fine_tune and self.fine_tune_whole:
+            raise ValueError("pass --fine-tune (the last blocks) or --fine-tune-whole, not both")
+        if self.fine_tune_epochs < 1:
+            raise ValueError(f"fine_tune_epochs={self.fine_tune_epochs}; expected 1 or more")
         named_size = parse_encoder_name(self.image_encoder)[1]
         if named_size is not None and self.image_size not in (None, named_size):
             raise ValueError(
@@ -184,10 +195,19 @@ def train(
         options={**asdict(options), "text_encoder": options.resolved_text_encoder},
         fingerprint=training_fingerprint(train_part),
     )
+    if options.fine_tune_whole:
+        tuned = tune_photo_encoder(
+            train_part, [p for p in parts["validation"] if _label(p) in kept], options, progress
+        )
+        model.image_encoder = tuned.encoder
+        model.encoder_files = {tuned.encoder: tuned.onnx_file}
+        model.options["fine_tune_whole_result"] = tuned.summary()
+        seconds["fine-tune"] = time.perf_counter() - start
+    encode_start = time.perf_counter()
     everything = train_part + parts["validation"] + parts["test"]
     inputs, _ = model.encode(everything, cache, progress=progress)
     model.encoder_versions = _encoder_versions(model)
-    seconds["encode"] = time.perf_counter() - start
+    seconds["encode"] = time.perf_counter() - encode_start
 
     n_train, n_val = len(train_part), len(parts["validation"])
     val_index = [i for i, p in enumerate(parts["validation"], n_train) if _label(p) in kept]
@@ -224,6 +244,51 @@ def train(
     seconds["total"] = time.perf_counter() - start
     model.options["seconds"] = seconds
     return TrainResult(model, parts, excluded, validation, test, test_proba, seconds)
+
+
+def tune_photo_encoder(
+    train_part: Sequence[Product],
+    validation: Sequence[Product],
+    options: TrainOptions,
+    progress: bool = True,
+) -> TunedPhotoNetwork:
+    """Fine-tune the whole photo network on the training part's photos (`--fine-tune-whole`)."""
+    from prodcat.encoders.image import EfficientNetLiteEncoder
+    from prodcat.paths import default_onnx_dir
+    from prodcat.whole_finetune import WholeTuneSettings, decode_photos, tune_whole_network
+
+    base, size = options.image_encoder_and_size
+    frozen = EfficientNetLiteEncoder(base, size=size)
+    classes = sorted({_label(p) for p in train_part})
+    index = {c: i for i, c in enumerate(classes)}
+    train_photos, validation_photos = (
+        decode_photos(
+            part,
+            [index[_label(p)] for p in part],
+            frozen,
+            description=f"decoding {name} photos for fine-tuning",
+            progress=progress,
+        )
+        for name, part in (("training", train_part), ("validation", validation))
+    )
+    tuned = tune_whole_network(
+        base,
+        frozen.size,
+        train_photos,
+        validation_photos,
+        len(classes),
+        default_onnx_dir() / "tuned",
+        WholeTuneSettings(epochs=options.fine_tune_epochs, seed=options.seed),
+        progress=progress,
+    )
+    if tuned.errors:
+        warnings.warn(
+            f"fine-tuning: {len(tuned.errors):,} photos could not be read and were left out of "
+            f"fine-tuning (e.g. {next(iter(tuned.errors.items()))})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return tuned
 
 
 def attach_gate(
@@ -291,14 +356,19 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _encoder_versions(model: Model) -> dict[str, str]:
-    from prodcat.encoders.registry import get_encoder
-
     names = [n for n in (model.image_encoder, model.text_encoder) if n]
-    return {part: get_encoder(part).version for name in names for part in split_encoders(name)}
+    return {part: model.get_encoder(part).version for name in names for part in split_encoders(name)}
 
 
 def _label(product: Product) -> str:
     return format_path(product.label or ())
 
 
-__all__ = ["TrainOptions", "TrainResult", "attach_gate", "evaluate_products", "train"]
+__all__ = [
+    "TrainOptions",
+    "TrainResult",
+    "attach_gate",
+    "evaluate_products",
+    "train",
+    "tune_photo_encoder",
+]

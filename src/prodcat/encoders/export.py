@@ -218,6 +218,42 @@ def export_effnet(
     return _atomic_export(write, Path(out_path), metadata)
 
 
+def export_tuned_effnet(
+    features: torch.nn.Module, name: str, size: int, out_path: str | Path, *, tuned_from: str
+) -> Path:
+    """Export a fine-tuned EfficientNet-Lite feature extractor (`load_effnet_torch`'s module after
+    `prodcat.whole_finetune`) like `export_effnet` exports a pretrained one: `pixels` ->
+    `features` (N, 1280). `name` is the tuned encoder's ("effnet-lite0-tuned"), which
+    `TunedEffNetEncoder` checks in the metadata with the size; `tuned_from` is the pretrained
+    encoder's version."""
+    import torch
+
+    features = features.eval()  # drop connect and dropout off, BatchNorm on running statistics
+    dummy = torch.zeros(1, 3, size, size)
+
+    def write(tmp: Path) -> None:
+        with torch.no_grad():
+            torch.onnx.export(
+                features,
+                (dummy,),
+                str(tmp),
+                input_names=["pixels"],
+                output_names=["features"],
+                dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
+                opset_version=OPSET,
+                dynamo=False,
+            )
+
+    metadata = {
+        "encoder": name,
+        "size": str(size),
+        "tuned_from": tuned_from,
+        "mean": "127",
+        "std": "128",
+    }
+    return _atomic_export(write, Path(out_path), metadata)
+
+
 def export_minilm(out_path: str | Path, *, version: str = "") -> Path:
     """Export MiniLM-L6-v2's transformer to ONNX (pooling and normalisation stay in NumPy).
 

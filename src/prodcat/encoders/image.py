@@ -36,6 +36,7 @@ from .base import (
     check_backend,
     check_positive_int,
     file_sha256,
+    onnx_session,
     open_or_export,
     resolve_threads,
     short_hash,
@@ -293,3 +294,61 @@ class EfficientNetLiteEncoder(ImageEncoder):
                 return model(torch.from_numpy(pixels)).numpy()
 
         return run
+
+
+TUNED_SUFFIX = "-tuned"
+
+
+class TunedEffNetEncoder(EfficientNetLiteEncoder):
+    """A whole EfficientNet-Lite fine-tuned on one catalogue (`prodcat train --fine-tune-whole`),
+    run from the ONNX file its training exported (`onnx_file`, kept in the model folder).
+
+    Named "<variant>-tuned" ("effnet-lite0-tuned@160"); the same 1280 pooled features and
+    preprocessing as the frozen encoder, but the version hashes the tuned file itself, so two
+    trainings never share cached features and a model refuses a swapped file. ONNX only: there is
+    no torch reference for weights that exist only as an export.
+    """
+
+    def __init__(
+        self,
+        name: str = "effnet-lite0",
+        *,
+        onnx_file: str | Path | None = None,
+        size: int | None = None,
+        threads: int | None = None,
+        batch_size: int = 32,
+        backend: Backend = "onnx",
+    ) -> None:
+        if onnx_file is None:
+            raise ValueError(
+                f"{name}{TUNED_SUFFIX} is a photo network fine-tuned by `prodcat train "
+                "--fine-tune-whole`: it needs its onnx_file (the model folder's photo_encoder.onnx)"
+            )
+        if backend != "onnx":
+            raise ValueError(f"{name}{TUNED_SUFFIX} runs on ONNX Runtime only, not {backend!r}")
+        super().__init__(name, size=size, threads=threads, batch_size=batch_size)
+        self.name = f"{name}{TUNED_SUFFIX}"
+        self.onnx_file = Path(onnx_file)
+        if not self.onnx_file.is_file():
+            raise ValueError(f"{self.name}: its ONNX file {self.onnx_file} does not exist")
+
+    @property
+    def weights_sha256(self) -> str:
+        """Content hash of the tuned ONNX file (the weights exist nowhere else)."""
+        return file_sha256(self.onnx_file)
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.onnx_file
+
+    def _open_session(self) -> onnxruntime.InferenceSession:
+        session = onnx_session(self.onnx_file, self.threads)
+        meta = session.get_modelmeta().custom_metadata_map
+        found = {key: meta.get(key) for key in ("encoder", "size")}
+        expected = {"encoder": self.name, "size": str(self.size)}
+        if found != expected:
+            raise ValueError(
+                f"{self.onnx_file} holds {found}, not the expected {expected}: the model folder "
+                "was mixed from two models; retrain it"
+            )
+        return session

@@ -185,6 +185,29 @@ def _effnet_trunk_factory(variant: str) -> Callable[..., Encoder]:
     return build
 
 
+def _effnet_tuned_factory(variant: str) -> Callable[..., Encoder]:
+    def build(
+        *,
+        onnx_file: Any = None,
+        size: int | None = None,
+        threads: int | None = None,
+        batch_size: int = 32,
+        backend: str = "onnx",
+    ) -> Encoder:
+        from .image import TunedEffNetEncoder
+
+        return TunedEffNetEncoder(
+            variant,
+            onnx_file=onnx_file,
+            size=size,
+            threads=threads,
+            batch_size=batch_size,
+            backend=backend,  # type: ignore[arg-type]
+        )
+
+    return build
+
+
 def _sparse_factory(kind: str) -> Callable[..., Encoder]:
     def build(
         *,
@@ -256,6 +279,14 @@ def _register_builtins() -> None:
         description="EfficientNet-Lite2 activations entering block `cut` (default 19: "
         "208x9x9 at 260 px), flattened, for fine-tuning the last blocks, ONNX",
     )
+    for variant in ("effnet-lite0", "effnet-lite2"):
+        register(
+            f"{variant}-tuned",
+            _effnet_tuned_factory(variant),
+            modality="image",
+            description=f"{variant} with every layer fine-tuned on a catalogue (prodcat train "
+            "--fine-tune-whole), 1280-d, from the model folder's ONNX file (option onnx_file)",
+        )
     register(
         "bow",
         _sparse_factory("bow"),
