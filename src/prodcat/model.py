@@ -4,8 +4,9 @@ A model directory holds `model.json` (classes, taxonomy, encoder names and versi
 options, validation and test figures, a fingerprint of the training data, the prodcat version) and
 `head/` (the head's own config.json + weights.safetensors) and `gate/` (calibration, thresholds
 and the out-of-distribution reference, see `prodcat.gate`); a model whose photo network was
-fine-tuned on its catalogue also holds that network (`photo_encoder.onnx`). No pickle anywhere. Loading refuses a
-bundle whose encoders would no longer produce the features the head was trained on.
+fine-tuned on its catalogue also holds that network (`photo_encoder.onnx`). No pickle anywhere.
+Loading refuses a bundle whose encoders would no longer produce the features the head was trained
+on.
 """
 
 from __future__ import annotations

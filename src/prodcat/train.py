@@ -73,7 +73,10 @@ class TrainOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name}={value}; expected a positive number")
-        for flag, on in (("--fine-tune", self.fine_tune), ("--fine-tune-whole", self.fine_tune_whole)):
+        for flag, on in (
+            ("--fine-tune", self.fine_tune),
+            ("--fine-tune-whole", self.fine_tune_whole),
+        ):
             if on and self.model == "text":
                 raise ValueError(
                     f"{flag} trains the photo network: use it with --model fusion or image"
@@ -128,6 +131,9 @@ class TrainResult:
     test: dict[str, Any]
     test_proba: np.ndarray
     seconds: dict[str, float] = field(default_factory=dict)
+    # With --fine-tune-whole: the tuned torch classifier (photo network + its linear layer), for
+    # studies and checks; the model itself runs the ONNX export.
+    tuned_network: Any = None
 
 
 def select_classes(
@@ -195,6 +201,7 @@ def train(
         options={**asdict(options), "text_encoder": options.resolved_text_encoder},
         fingerprint=training_fingerprint(train_part),
     )
+    tuned: TunedPhotoNetwork | None = None
     if options.fine_tune_whole:
         tuned = tune_photo_encoder(
             train_part, [p for p in parts["validation"] if _label(p) in kept], options, progress
@@ -243,7 +250,8 @@ def train(
     }
     seconds["total"] = time.perf_counter() - start
     model.options["seconds"] = seconds
-    return TrainResult(model, parts, excluded, validation, test, test_proba, seconds)
+    network = tuned.network if tuned is not None else None
+    return TrainResult(model, parts, excluded, validation, test, test_proba, seconds, network)
 
 
 def tune_photo_encoder(
@@ -357,7 +365,9 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def _encoder_versions(model: Model) -> dict[str, str]:
     names = [n for n in (model.image_encoder, model.text_encoder) if n]
-    return {part: model.get_encoder(part).version for name in names for part in split_encoders(name)}
+    return {
+        part: model.get_encoder(part).version for name in names for part in split_encoders(name)
+    }
 
 
 def _label(product: Product) -> str:

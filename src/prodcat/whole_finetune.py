@@ -200,7 +200,7 @@ def pixels_batch(pixels: np.ndarray, rng: np.random.Generator | None = None) -> 
 
 
 def accuracy(network: torch.nn.Module, photos: PhotoSet) -> float:
-    """Share of `photos` whose class the tuned classifier gets right (eval mode, no augmentation)."""
+    """Share of `photos` the tuned classifier gets right (eval mode, no augmentation)."""
     import torch
 
     network.eval()
