@@ -183,27 +183,11 @@ def export_effnet(
     `features` (N, 1280), or with `cut=k` the flattened activations entering block k
     (N, C*H*W) from the stem and blocks[:k] only; the batch axis is dynamic.
     """
-    import torch
 
     from .image import effnet_spec
 
     spec = effnet_spec(name)
-    model = load_effnet_torch(name, size, cut=cut)
-    dummy = torch.zeros(1, 3, size, size)
-
-    def write(tmp: Path) -> None:
-        with torch.no_grad():
-            torch.onnx.export(
-                model,
-                (dummy,),
-                str(tmp),
-                input_names=["pixels"],
-                output_names=["features"],
-                dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
-                opset_version=OPSET,
-                dynamo=False,
-            )
-
+    write = _pixels_to_features_writer(load_effnet_torch(name, size, cut=cut), size)
     metadata = {
         "encoder": name,
         "encoder_version": version,
@@ -226,15 +210,28 @@ def export_tuned_effnet(
     `features` (N, 1280). `name` is the tuned encoder's ("effnet-lite0-tuned"), which
     `TunedEffNetEncoder` checks in the metadata with the size; `tuned_from` is the pretrained
     encoder's version."""
+    # eval(): drop connect and dropout off, BatchNorm on its running statistics.
+    write = _pixels_to_features_writer(features.eval(), size)
+    metadata = {
+        "encoder": name,
+        "size": str(size),
+        "tuned_from": tuned_from,
+        "mean": "127",
+        "std": "128",
+    }
+    return _atomic_export(write, Path(out_path), metadata)
+
+
+def _pixels_to_features_writer(model: torch.nn.Module, size: int) -> Callable[[Path], None]:
+    """A function writing `model` as ONNX: float32 `pixels` (N, 3, size, size) -> `features`."""
     import torch
 
-    features = features.eval()  # drop connect and dropout off, BatchNorm on running statistics
     dummy = torch.zeros(1, 3, size, size)
 
     def write(tmp: Path) -> None:
         with torch.no_grad():
             torch.onnx.export(
-                features,
+                model,
                 (dummy,),
                 str(tmp),
                 input_names=["pixels"],
@@ -244,14 +241,7 @@ def export_tuned_effnet(
                 dynamo=False,
             )
 
-    metadata = {
-        "encoder": name,
-        "size": str(size),
-        "tuned_from": tuned_from,
-        "mean": "127",
-        "std": "128",
-    }
-    return _atomic_export(write, Path(out_path), metadata)
+    return write
 
 
 def export_minilm(out_path: str | Path, *, version: str = "") -> Path:
