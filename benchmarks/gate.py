@@ -79,7 +79,7 @@ def main() -> None:
         start = time.perf_counter()
         saved = args.models_dir / task if args.models_dir else None
         if saved is not None and (saved / "model.json").exists():
-            result = refit_gate(cat, Model.load(saved), options, cache)
+            result = refit_gate(cat, Model.load(saved, runtime="torch"), options, cache)
         else:
             result = train(cat, options, cache=cache, progress=False)
             if saved is not None:
