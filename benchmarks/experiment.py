@@ -31,8 +31,10 @@ FASHION = ColumnMapping(
 )
 TASKS = {"T10": {"top_classes": 10}, "FULL": {"min_class_count": 20}}
 MODELS = ("text", "image", "fusion")
-# A model name with this suffix fine-tunes the photo network's last blocks ("image-ft").
+# A model name with one of these suffixes fine-tunes the photo network: "-ft" its last blocks
+# ("image-ft"), "-ftw" all of it, 4 epochs ("fusion-ftw": `prodcat train --fine-tune-whole`).
 FINE_TUNED = "-ft"
+FINE_TUNED_WHOLE = "-ftw"
 
 
 def main() -> None:
@@ -48,7 +50,8 @@ def main() -> None:
     parser.add_argument(
         "--models",
         default=",".join(MODELS),
-        help="text,image,fusion; image-ft / fusion-ft fine-tune the photo network",
+        help="text,image,fusion; image-ft / fusion-ft fine-tune the photo network's last "
+        "blocks, image-ftw / fusion-ftw all of it (minutes per epoch)",
     )
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
@@ -67,8 +70,9 @@ def main() -> None:
                     continue  # the title-only model does not depend on the image encoder
                 for seed in range(args.seeds):
                     options = TrainOptions(
-                        model=model.removesuffix(FINE_TUNED),  # type: ignore[arg-type]
+                        model=model.split("-")[0],  # type: ignore[arg-type]
                         fine_tune=model.endswith(FINE_TUNED),
+                        fine_tune_whole=model.endswith(FINE_TUNED_WHOLE),
                         image_encoder=encoder,
                         seed=seed,
                         # The random forest never wins and costs minutes on 30k titles; the

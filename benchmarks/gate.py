@@ -17,6 +17,10 @@ Also the saved model's size and the gate's cost per product (OOD score + decisio
 several single-product calls.
 
     python benchmarks/gate.py --tasks T10,FULL --cache-dir /tmp/pc-exp --json gate.json
+    python benchmarks/gate.py --tasks T10 --image-size 160 --fine-tune-whole 4 --models-dir M
+
+(`--models-dir`: a model saved there by an earlier run, or by `prodcat train` with the same
+options, is reused and only its gate refitted.)
 """
 
 from __future__ import annotations
@@ -54,6 +58,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target-accuracy", type=float, default=0.995)
     parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--image-size", type=int, default=None, help="photo network input px")
+    parser.add_argument(
+        "--fine-tune-whole",
+        type=int,
+        default=0,
+        metavar="EPOCHS",
+        help="fine-tune the whole photo network for this many epochs first (0: frozen)",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument(
         "--models-dir",
@@ -74,6 +86,9 @@ def main() -> None:
             model="fusion",
             seed=args.seed,
             target_accuracy=args.target_accuracy,
+            image_size=args.image_size,
+            fine_tune_whole=args.fine_tune_whole > 0,
+            fine_tune_epochs=max(1, args.fine_tune_whole),
             **TASKS[task],  # type: ignore[arg-type]
         )
         start = time.perf_counter()
