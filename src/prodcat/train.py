@@ -277,7 +277,11 @@ def tune_photo_encoder(
             description=f"decoding {name} photos for fine-tuning",
             progress=progress,
         )
-        for name, part in (("training", train_part), ("validation", validation))
+        # Products without a photo train the head (from their title) but not the photo network.
+        for name, part in (
+            ("training", [p for p in train_part if p.image]),
+            ("validation", [p for p in validation if p.image]),
+        )
     )
     tuned = tune_whole_network(
         base,
