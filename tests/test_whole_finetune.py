@@ -172,6 +172,10 @@ def test_the_cli_flag_trains_a_tuned_photo_model(
         for p in _two_classes(sample_catalogue).products[:120]:
             writer.writerow([p.id, p.text, p.image, format_path(p.label or ())])
     folder = tmp_path / "m"
+    alone = runner.invoke(
+        app, ["train", str(table), "--out", str(folder), "--fine-tune-epochs", "2"]
+    )
+    assert alone.exit_code == 2 and "pass both" in alone.output
     args = ["train", str(table), "--out", str(folder), "--model", "image", "--fine-tune-whole"]
     result = runner.invoke(app, [*args, "--fine-tune-epochs", "1", "--image-size", str(SIZE)])
     assert result.exit_code == 0, result.output

@@ -224,8 +224,9 @@ def train_cmd(
         ),
     ] = False,
     fine_tune_epochs: Annotated[
-        int, typer.Option(help="Epochs of --fine-tune-whole (the best on validation is kept).")
-    ] = 4,
+        int | None,
+        typer.Option(help="Epochs of --fine-tune-whole (4; the best on validation is kept)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     target_accuracy: Annotated[
         float, typer.Option(help="Accuracy of accepted products to reach on validation.")
@@ -257,8 +258,10 @@ def train_cmd(
             target_accuracy=target_accuracy,
             fine_tune=fine_tune,
             fine_tune_whole=fine_tune_whole,
-            fine_tune_epochs=fine_tune_epochs,
+            fine_tune_epochs=4 if fine_tune_epochs is None else fine_tune_epochs,
         )
+        if fine_tune_epochs is not None and not fine_tune_whole:
+            raise ValueError("--fine-tune-epochs sets the epochs of --fine-tune-whole: pass both")
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
