@@ -95,7 +95,8 @@ def test_saved_model_predicts_what_the_trained_one_did(
     result, folder = tuned
     test = result.parts["test"]
     cache = FeatureCache(private_cache_dir / "features")
-    # The same head (runtime torch) on the features of the saved photo encoder: bit-identical.
+    # The same head (runtime torch); the features are cached under the saved file's hash, which
+    # the load check matched: bit-identical. The Predictor below runs the saved file itself.
     reopened = Model.load(folder, runtime="torch")
     inputs, _ = reopened.encode(test, cache, progress=False)
     np.testing.assert_array_equal(reopened.predict_proba(inputs), result.test_proba)
