@@ -59,8 +59,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as folder:
         tuned = tune_whole_network(
-            args.encoder,
-            args.size,
+            encoder,
             photos["train"],
             photos["validation"],
             len(classes),

@@ -278,14 +278,14 @@ class Model:
         return folder
 
     def _save_encoder_files(self, folder: Path) -> dict[str, str]:
-        """Copy the model's own encoder files into `folder`; {name: file name there}."""
-        saved = {}
-        for index, (name, path) in enumerate(sorted(self.encoder_files.items())):
-            target = folder / (ENCODER_FILE if index == 0 else f"encoder_{index}.onnx")
+        """Copy the model's own photo network into `folder`; {name: file name there}."""
+        if len(self.encoder_files) > 1:  # only the photo encoder is ever tuned
+            raise ModelError(f"a model holds one tuned encoder, not {sorted(self.encoder_files)}")
+        target = folder / ENCODER_FILE
+        for path in self.encoder_files.values():
             if Path(path).resolve() != target.resolve():
                 shutil.copyfile(path, target)
-            saved[name] = target.name
-        return saved
+        return {name: ENCODER_FILE for name in self.encoder_files}
 
     @classmethod
     def load(cls, folder: str | Path, *, runtime: str = "onnx") -> Model:

@@ -203,13 +203,14 @@ def train(
     )
     tuned: TunedPhotoNetwork | None = None
     if options.fine_tune_whole:
+        tune_start = time.perf_counter()
         tuned = tune_photo_encoder(
             train_part, [p for p in parts["validation"] if _label(p) in kept], options, progress
         )
         model.image_encoder = tuned.encoder
         model.encoder_files = {tuned.encoder: tuned.onnx_file}
         model.options["fine_tune_whole_result"] = tuned.summary()
-        seconds["fine-tune"] = time.perf_counter() - start
+        seconds["fine-tune"] = time.perf_counter() - tune_start
     encode_start = time.perf_counter()
     everything = train_part + parts["validation"] + parts["test"]
     inputs, _ = model.encode(everything, cache, progress=progress)
@@ -284,8 +285,7 @@ def tune_photo_encoder(
         )
     )
     tuned = tune_whole_network(
-        base,
-        frozen.size,
+        frozen,
         train_photos,
         validation_photos,
         len(classes),

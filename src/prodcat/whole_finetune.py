@@ -130,8 +130,7 @@ def decode_photos(
 
 
 def tune_whole_network(
-    base: str,
-    size: int,
+    frozen: EfficientNetLiteEncoder,
     train: PhotoSet,
     validation: PhotoSet,
     n_classes: int,
@@ -140,8 +139,9 @@ def tune_whole_network(
     *,
     progress: bool = True,
 ) -> TunedPhotoNetwork:
-    """Fine-tune `base` ("effnet-lite0") at `size` px and export the best epoch's feature
-    extractor to `out_dir`. Validation accuracy picks the epoch (ties: the earlier one)."""
+    """Fine-tune the pretrained network of `frozen` (its variant and size, the encoder that
+    decoded the photos) and export the best epoch's feature extractor to `out_dir`. Validation
+    accuracy picks the epoch (ties: the earlier one)."""
     import torch
 
     from prodcat.encoders.export import export_tuned_effnet, load_effnet_torch
@@ -154,12 +154,12 @@ def tune_whole_network(
         )
     with torch_settings(settings.threads, deterministic=False):
         torch.manual_seed(settings.seed)
-        network = _classifier(load_effnet_torch(base, size), n_classes)
+        size = frozen.size
+        network = _classifier(load_effnet_torch(frozen.spec.name, size), n_classes)
         history, best_state = _fit(network, train, validation, settings, progress)
         network.load_state_dict(best_state)
         best = max(history, key=lambda h: h["validation"])
-        tuned_name = f"{base}{TUNED_SUFFIX}"
-        frozen = EfficientNetLiteEncoder(base, size=size)
+        tuned_name = f"{frozen.spec.name}{TUNED_SUFFIX}"
         path = Path(out_dir) / f"{tuned_name}-{size}px-{int(time.time() * 1e6):x}.onnx"
         export_tuned_effnet(network[0], tuned_name, size, path, tuned_from=frozen.version)
     return TunedPhotoNetwork(
