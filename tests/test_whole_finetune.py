@@ -24,6 +24,7 @@ from prodcat.encoders.image import EfficientNetLiteEncoder
 from prodcat.images import load_image
 from prodcat.inference import Item, Predictor
 from prodcat.model import ENCODER_FILE, Model, ModelError
+from prodcat.paths import tuned_scratch_dir
 from prodcat.taxonomy import format_path
 from prodcat.train import TrainOptions, TrainResult, train
 from prodcat.whole_finetune import WholeTuneSettings, decode_photos
@@ -59,6 +60,10 @@ def test_the_tuned_network_is_the_models_photo_encoder(tuned: tuple[TrainResult,
     assert saved["encoders"]["image"] == f"effnet-lite0-tuned@{SIZE}"
     assert saved["encoder_files"] == {f"effnet-lite0-tuned@{SIZE}": ENCODER_FILE}
     assert (folder / ENCODER_FILE).stat().st_size > 1_000_000
+    # Saving moved the file out of the training scratch folder: nothing piles up in the cache,
+    # and the trained model now runs from the saved copy.
+    assert list(tuned_scratch_dir().glob("*.onnx")) == []
+    assert result.model.encoder_files == {saved["encoders"]["image"]: folder / ENCODER_FILE}
     summary = saved["options"]["fine_tune_whole_result"]
     scores = [h["validation"] for h in summary["history"]]
     assert len(scores) == 2 and summary["best_epoch"] == 1 + int(np.argmax(scores))

@@ -30,6 +30,7 @@ from prodcat.gate import Gate, restrict
 from prodcat.heads import Head, Inputs
 from prodcat.heads.onnx_runtime import export_head_onnx, load_predict_head
 from prodcat.hierarchy import back_off, level_probabilities
+from prodcat.paths import tuned_scratch_dir
 from prodcat.taxonomy import Taxonomy, format_path, parse_path
 
 MODEL_FORMAT = 1
@@ -278,12 +279,19 @@ class Model:
         return folder
 
     def _save_encoder_files(self, folder: Path) -> dict[str, str]:
-        """Copy the model's own photo network into `folder`; {name: file name there}."""
+        """Put the model's own photo network into `folder`; {name: file name there}. A file fresh
+        from training (in the scratch folder) is moved, and the model then runs from the saved
+        copy; any other file is copied."""
         if len(self.encoder_files) > 1:  # only the photo encoder is ever tuned
             raise ModelError(f"a model holds one tuned encoder, not {sorted(self.encoder_files)}")
         target = folder / ENCODER_FILE
-        for path in self.encoder_files.values():
-            if Path(path).resolve() != target.resolve():
+        for name, path in self.encoder_files.items():
+            if Path(path).resolve() == target.resolve():
+                continue
+            if Path(path).resolve().parent == tuned_scratch_dir().resolve():
+                shutil.move(path, target)
+                self.encoder_files[name] = target
+            else:
                 shutil.copyfile(path, target)
         return {name: ENCODER_FILE for name in self.encoder_files}
 

@@ -29,3 +29,9 @@ def default_cache_dir() -> Path:
 def default_onnx_dir() -> Path:
     """Where exported ONNX encoders are kept unless an `onnx_dir` is given."""
     return default_cache_dir() / "onnx"
+
+
+def tuned_scratch_dir() -> Path:
+    """Where `--fine-tune-whole` exports its tuned photo network until the model is saved; saving
+    moves the file into the model folder, so nothing piles up here (13 MB per training)."""
+    return default_onnx_dir() / "tuned"

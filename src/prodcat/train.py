@@ -263,7 +263,7 @@ def tune_photo_encoder(
 ) -> TunedPhotoNetwork:
     """Fine-tune the whole photo network on the training part's photos (`--fine-tune-whole`)."""
     from prodcat.encoders.image import EfficientNetLiteEncoder
-    from prodcat.paths import default_onnx_dir
+    from prodcat.paths import tuned_scratch_dir
     from prodcat.whole_finetune import WholeTuneSettings, decode_photos, tune_whole_network
 
     base, size = options.image_encoder_and_size
@@ -289,7 +289,7 @@ def tune_photo_encoder(
         train_photos,
         validation_photos,
         len(classes),
-        default_onnx_dir() / "tuned",
+        tuned_scratch_dir(),
         WholeTuneSettings(epochs=options.fine_tune_epochs, seed=options.seed),
         progress=progress,
     )
