@@ -7,6 +7,7 @@ table of test-part figures (mean and spread over seeds) with training times. Fea
 the feature cache (`--cache-dir`), so only the first run pays for encoding.
 
     python benchmarks/experiment.py [--data ../shared/datasets/fashion-products] [--seeds 3]
+        [--first-seed 0]
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("../shared/datasets/fashion-products"))
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds first..first+seeds-1 (to add seeds later)"
+    )
     parser.add_argument("--tasks", default="T10,FULL")
     parser.add_argument(
         "--image-encoders",
@@ -68,7 +72,7 @@ def main() -> None:
             for model in args.models.split(","):
                 if model == "text" and encoder != args.image_encoders.split(",")[0]:
                     continue  # the title-only model does not depend on the image encoder
-                for seed in range(args.seeds):
+                for seed in range(args.first_seed, args.first_seed + args.seeds):
                     options = TrainOptions(
                         model=model.split("-")[0],  # type: ignore[arg-type]
                         fine_tune=model.endswith(FINE_TUNED),
