@@ -225,7 +225,10 @@ def train_cmd(
     ] = False,
     fine_tune_epochs: Annotated[
         int | None,
-        typer.Option(help="Epochs of --fine-tune-whole (4; the best on validation is kept)."),
+        typer.Option(
+            help=f"Epochs of --fine-tune-whole ({TrainOptions.fine_tune_epochs}; the best on "
+            "validation is kept)."
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     target_accuracy: Annotated[
@@ -258,7 +261,9 @@ def train_cmd(
             target_accuracy=target_accuracy,
             fine_tune=fine_tune,
             fine_tune_whole=fine_tune_whole,
-            fine_tune_epochs=4 if fine_tune_epochs is None else fine_tune_epochs,
+            fine_tune_epochs=(
+                TrainOptions.fine_tune_epochs if fine_tune_epochs is None else fine_tune_epochs
+            ),
         )
         if fine_tune_epochs is not None and not fine_tune_whole:
             raise ValueError("--fine-tune-epochs sets the epochs of --fine-tune-whole: pass both")
