@@ -25,13 +25,13 @@ from pathlib import Path
 
 import httpx
 
-from prodcat.cache import FeatureCache
 from prodcat.catalogue import load_catalogue
-from prodcat.cli import sample_catalogue
+from prodcat.cli.main import sample_catalogue
 from prodcat.desk.auth import add_user
 from prodcat.desk.db import Database
 from prodcat.desk.queue import build_queue
-from prodcat.model import Model
+from prodcat.features.cache import FeatureCache
+from prodcat.model.bundle import Model
 
 PASSWORD = "benchmark password"
 

@@ -27,10 +27,10 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from prodcat.cache import FeatureCache
 from prodcat.catalogue import ColumnMapping, load_catalogue
 from prodcat.encoders.registry import get_encoder
-from prodcat.features import encode_products
+from prodcat.features.cache import FeatureCache
+from prodcat.features.encode import encode_products
 
 FASHION = ColumnMapping(
     label_column=None, label_columns=("masterCategory", "subCategory", "articleType")

@@ -23,9 +23,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from prodcat.cache import FeatureCache
 from prodcat.catalogue import ColumnMapping, load_catalogue
-from prodcat.train import TrainOptions, train
+from prodcat.features.cache import FeatureCache
+from prodcat.training.train import TrainOptions, train
 
 FASHION = ColumnMapping(
     label_column=None, label_columns=("masterCategory", "subCategory", "articleType")

@@ -1,8 +1,8 @@
 """How far does fine-tuning the *whole* photo network take photo-only T10 accuracy on 2 CPU cores?
 
-Runs `prodcat.whole_finetune` (what `prodcat train --fine-tune-whole` runs) on T10's training
-part (grouped split, the 10 largest articleTypes), picks the epoch by validation accuracy and
-reports the tuned classifier's own test accuracy at that epoch: the photo-only figure of the
+Runs `prodcat.training.whole_network` (what `prodcat train --fine-tune-whole` runs) on T10's
+training part (grouped split, the 10 largest articleTypes), picks the epoch by validation accuracy
+and reports the tuned classifier's own test accuracy at that epoch: the photo-only figure of the
 network alone, before any head is trained on its features. The recipe is in
 `prodcat/whole_finetune.py`.
 
@@ -18,11 +18,16 @@ import tempfile
 from pathlib import Path
 
 from prodcat.catalogue import ColumnMapping, load_catalogue
+from prodcat.catalogue.split import split_catalogue
 from prodcat.encoders.image import EfficientNetLiteEncoder
-from prodcat.split import split_catalogue
-from prodcat.taxonomy import format_path
-from prodcat.train import TrainOptions, select_classes
-from prodcat.whole_finetune import WholeTuneSettings, accuracy, decode_photos, tune_whole_network
+from prodcat.taxonomy.tree import format_path
+from prodcat.training.train import TrainOptions, select_classes
+from prodcat.training.whole_network import (
+    WholeTuneSettings,
+    accuracy,
+    decode_photos,
+    tune_whole_network,
+)
 
 FASHION = ColumnMapping(
     label_column=None, label_columns=("masterCategory", "subCategory", "articleType")

@@ -38,12 +38,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from prodcat.cache import FeatureCache
 from prodcat.catalogue import Catalogue, ColumnMapping, load_catalogue
-from prodcat.gate import class_indices, restrict
-from prodcat.model import Model
-from prodcat.split import split_catalogue
-from prodcat.train import TrainOptions, TrainResult, attach_gate, evaluate_products, train
+from prodcat.catalogue.split import split_catalogue
+from prodcat.features.cache import FeatureCache
+from prodcat.gate.gate import class_indices, restrict
+from prodcat.model.bundle import Model
+from prodcat.training.train import TrainOptions, TrainResult, attach_gate, evaluate_products, train
 
 FASHION = ColumnMapping(
     label_column=None, label_columns=("masterCategory", "subCategory", "articleType")
@@ -218,7 +218,7 @@ def _size_and_cost(model: Model, inputs: Any) -> dict[str, Any]:
 
 
 def _label(product: Any) -> str:
-    from prodcat.taxonomy import format_path
+    from prodcat.taxonomy.tree import format_path
 
     return format_path(product.label or ())
 

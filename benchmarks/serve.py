@@ -67,7 +67,7 @@ def start_server(
         command = [sys.executable, "-m", "prodcat.cli", "serve", str(model), "--port", str(port)]
         command += ["--workers", str(workers), "--log-level", "warning"]
     else:  # prodcat-serve: the same command without importing the rest of prodcat
-        command = [sys.executable, "-c", "from prodcat.serve_command import main; main()"]
+        command = [sys.executable, "-c", "from prodcat.serving.command import main; main()"]
         command += [str(model), "--port", str(port), "--workers", str(workers)]
         command += ["--log-level", "warning"]
     process = subprocess.Popen(
@@ -181,8 +181,8 @@ def batch_from_files(model_dir: Path, n: int, backend: str) -> dict[str, Any]:
     code = f"""
 import json, sys, time
 from prodcat.catalogue import load_catalogue, ColumnMapping
-from prodcat.inference import Predictor
-from prodcat.model import Model
+from prodcat.model.predictor import Predictor
+from prodcat.model.bundle import Model
 cat = load_catalogue({str(DATA / "products.csv")!r}, ColumnMapping(label_column=None),
                      verify_images=False)
 products = cat.products[:{n}]

@@ -44,8 +44,8 @@ def sample_model_dir(
     tmp_path_factory: pytest.TempPathFactory, sample_catalogue: Catalogue, private_cache_dir: Path
 ) -> Path:
     """A fusion model trained once per session on the sample (seed 0) and saved; read it only."""
-    from prodcat.cache import FeatureCache
-    from prodcat.train import TrainOptions, train
+    from prodcat.features.cache import FeatureCache
+    from prodcat.training.train import TrainOptions, train
 
     result = train(
         sample_catalogue,
@@ -59,8 +59,8 @@ def sample_model_dir(
 @pytest.fixture(scope="session")
 def desk_predictions(sample_model_dir: Path, sample_catalogue: Catalogue, private_cache_dir: Path):
     """The sample model's predictions over the whole sample, computed once: the desk's queue."""
-    from prodcat.cache import FeatureCache
-    from prodcat.model import Model
+    from prodcat.features.cache import FeatureCache
+    from prodcat.model.bundle import Model
 
     model = Model.load(sample_model_dir)
     return model, model.predict(sample_catalogue.products, FeatureCache(private_cache_dir))

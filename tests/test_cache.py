@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prodcat import cache as cache_module
-from prodcat.cache import FeatureCache, content_key
+from prodcat.features import cache as cache_module
+from prodcat.features.cache import FeatureCache, content_key
 
 
 def _keys(n: int, salt: str = "") -> list[str]:
@@ -80,7 +80,7 @@ def test_stale_temporary_files_are_swept(tmp_path: Path) -> None:
 
 KILLED_WRITER = """
 import sys, numpy as np
-from prodcat.cache import FeatureCache, content_key
+from prodcat.features.cache import FeatureCache, content_key
 store = FeatureCache(sys.argv[1]).store("enc/v1")
 i = 0
 while True:  # write packs until killed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from prodcat.calibration import (
+from prodcat.gate.calibration import (
     ACCEPT_NOTHING,
     choose_threshold,
     coverage_curve,
@@ -14,7 +14,7 @@ from prodcat.calibration import (
     min_accepted,
     softmax,
 )
-from prodcat.ood import auroc, flagged_at
+from prodcat.gate.ood import auroc, flagged_at
 
 
 def test_threshold_is_the_lowest_that_keeps_the_target() -> None:

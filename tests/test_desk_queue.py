@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select, update
 
 from prodcat.catalogue import Catalogue
+from prodcat.catalogue.extra_labels import apply_extra_labels, read_labels_csv
 from prodcat.desk import review, stats
 from prodcat.desk.auth import AuthError, add_user, authenticate
 from prodcat.desk.db import Answer, Database, Item, Lease
@@ -22,7 +23,6 @@ from prodcat.desk.exchange import (
     labelstudio_tasks,
 )
 from prodcat.desk.queue import record_predictions, taxonomy
-from prodcat.extra_labels import apply_extra_labels, read_labels_csv
 
 
 @pytest.fixture

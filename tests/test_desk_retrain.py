@@ -7,11 +7,11 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from prodcat.cache import FeatureCache
 from prodcat.catalogue import Catalogue
-from prodcat.cli import app
-from prodcat.extra_labels import apply_extra_labels, read_labels_csv
-from prodcat.train import TrainOptions, train
+from prodcat.catalogue.extra_labels import apply_extra_labels, read_labels_csv
+from prodcat.cli.main import app
+from prodcat.features.cache import FeatureCache
+from prodcat.training.train import TrainOptions, train
 
 OLD, NEW = "Accessories > Belts > Belts", "Accessories > Belts > Leather Belts"
 

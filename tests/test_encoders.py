@@ -25,6 +25,7 @@ from PIL import Image
 from sklearn.exceptions import NotFittedError
 
 import prodcat
+from prodcat.catalogue.images import load_image
 from prodcat.encoders import (
     Encoder,
     EncoderInfo,
@@ -40,7 +41,6 @@ from prodcat.encoders import (
 from prodcat.encoders.export import _atomic_export
 from prodcat.encoders.image import EfficientNetLiteEncoder
 from prodcat.encoders.text import BowEncoder, MiniLMEncoder, TfidfEncoder
-from prodcat.images import load_image
 from prodcat.paths import default_cache_dir
 
 SAMPLE_DIR = Path(prodcat.__file__).parent / "data" / "sample"
@@ -372,7 +372,7 @@ def test_prediction_path_does_not_import_torch(
         f"""
         import sys
         from prodcat.encoders import get_encoder
-        from prodcat.images import load_image
+        from prodcat.catalogue.images import load_image
 
         image_encoder = get_encoder("effnet-lite0", onnx_dir={str(onnx_dir)!r})
         text_encoder = get_encoder("minilm", onnx_dir={str(onnx_dir)!r})

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from prodcat.evaluate import MAX_CONFUSION_CLASSES, N_TOP_CONFUSIONS, evaluate
+from prodcat.training.metrics import MAX_CONFUSION_CLASSES, N_TOP_CONFUSIONS, evaluate
 
 BACKPACKS, HANDBAGS, WATCHES = "Bags > Backpacks", "Bags > Handbags", "Watches > Watches"
 CLASSES = [BACKPACKS, HANDBAGS, WATCHES]

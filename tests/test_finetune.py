@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import torch
 
-from prodcat.cache import FeatureCache
 from prodcat.catalogue import Catalogue, Product
 from prodcat.encoders import get_encoder
 from prodcat.encoders.image import EfficientNetLiteEncoder
-from prodcat.features import Features, encode_products
+from prodcat.features.cache import FeatureCache
+from prodcat.features.encode import Features, encode_products
 from prodcat.heads import FineTuneHead, ImageHead, Inputs, load_head
 
 torch.set_num_threads(2)

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from prodcat.cache import FeatureCache
 from prodcat.catalogue import Catalogue, Product
-from prodcat.cli import app
-from prodcat.gate import class_indices, parse_modalities, restrict
-from prodcat.model import Model
-from prodcat.ood import NeighbourDistance, auroc
-from prodcat.taxonomy import format_path
-from prodcat.train import TrainOptions, TrainResult, evaluate_products, train
+from prodcat.cli.main import app
+from prodcat.features.cache import FeatureCache
+from prodcat.gate.gate import class_indices, parse_modalities, restrict
+from prodcat.gate.ood import NeighbourDistance, auroc
+from prodcat.model.bundle import Model
+from prodcat.taxonomy.tree import format_path
+from prodcat.training.train import TrainOptions, TrainResult, evaluate_products, train
 
 runner = CliRunner()
 

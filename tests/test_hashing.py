@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from prodcat.cache import FeatureCache
 from prodcat.catalogue import Catalogue
 from prodcat.encoders.hashing import tokens
 from prodcat.encoders.registry import get_encoder
-from prodcat.features import Features, encode_products
+from prodcat.features.cache import FeatureCache
+from prodcat.features.encode import Features, encode_products
 
 
 def test_tokens_are_words_and_pairs() -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prodcat.hierarchy import (
+from prodcat.taxonomy.probabilities import (
     ancestor_matrix,
     back_off,
     level_accuracy,

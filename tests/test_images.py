@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from prodcat.images import (
+from prodcat.catalogue.images import (
     ImageError,
     load_image,
     pad_to_square,

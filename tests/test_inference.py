@@ -13,12 +13,12 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from prodcat.cache import FeatureCache
 from prodcat.catalogue import Catalogue, load_catalogue
-from prodcat.cli import app as cli_app
+from prodcat.cli.main import app as cli_app
+from prodcat.features.cache import FeatureCache
 from prodcat.heads.onnx_runtime import OnnxHead
-from prodcat.inference import Item, Predictor
-from prodcat.model import Model
+from prodcat.model.bundle import Model
+from prodcat.model.predictor import Item, Predictor
 from prodcat.serving import Settings, create_app
 
 
@@ -57,8 +57,8 @@ def test_onnx_head_gives_the_torch_heads_probabilities(
 PROBE = """
 import json, sys
 from pathlib import Path
-from prodcat.inference import Item, Predictor
-from prodcat.model import Model
+from prodcat.model.predictor import Item, Predictor
+from prodcat.model.bundle import Model
 from prodcat.serving import Settings, create_app
 from fastapi.testclient import TestClient
 

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from prodcat.cache import FeatureCache
 from prodcat.catalogue import Catalogue
-from prodcat.cli import app
+from prodcat.cli.main import app
+from prodcat.features.cache import FeatureCache
 from prodcat.heads import FineTuneHead
-from prodcat.model import Model, ModelError
-from prodcat.taxonomy import format_path
-from prodcat.train import TrainOptions, make_head, train
+from prodcat.model.bundle import Model, ModelError
+from prodcat.taxonomy.tree import format_path
+from prodcat.training.train import TrainOptions, make_head, train
 
 runner = CliRunner()
 

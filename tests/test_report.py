@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from prodcat.catalogue import Catalogue
-from prodcat.evaluate import evaluate
-from prodcat.report import write_report
-from prodcat.taxonomy import format_path
+from prodcat.report.html import write_report
+from prodcat.taxonomy.tree import format_path
+from prodcat.training.metrics import evaluate
 
 N_CONFIDENT_ERRORS = 5  # wrong with 0.99, 0.98, ... : these are the worst errors, in this order
 N_WEAK_ERRORS = 3  # wrong with 0.5: below every confident error

@@ -8,7 +8,7 @@ from collections import defaultdict
 import pytest
 
 from prodcat.catalogue import Catalogue, Product
-from prodcat.split import (
+from prodcat.catalogue.split import (
     SPLIT_NAMES,
     assign_split,
     group_keys,

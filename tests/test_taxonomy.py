@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from prodcat.taxonomy import SEPARATOR, Taxonomy, format_path, parse_path
+from prodcat.taxonomy.tree import SEPARATOR, Taxonomy, format_path, parse_path
 
 
 @pytest.fixture(scope="module")

@@ -16,18 +16,18 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from prodcat.cache import FeatureCache
 from prodcat.catalogue import Catalogue, Product
-from prodcat.cli import app
+from prodcat.catalogue.images import load_image
+from prodcat.cli.main import app
 from prodcat.encoders import get_encoder
 from prodcat.encoders.image import EfficientNetLiteEncoder
-from prodcat.images import load_image
-from prodcat.inference import Item, Predictor
-from prodcat.model import ENCODER_FILE, Model, ModelError
+from prodcat.features.cache import FeatureCache
+from prodcat.model.bundle import ENCODER_FILE, Model, ModelError
+from prodcat.model.predictor import Item, Predictor
 from prodcat.paths import tuned_scratch_dir
-from prodcat.taxonomy import format_path
-from prodcat.train import TrainOptions, TrainResult, train
-from prodcat.whole_finetune import WholeTuneSettings, decode_photos
+from prodcat.taxonomy.tree import format_path
+from prodcat.training.train import TrainOptions, TrainResult, train
+from prodcat.training.whole_network import WholeTuneSettings, decode_photos
 
 SIZE = 64
 WANTED = ("Accessories > Watches > Watches", "Apparel > Topwear > Tshirts")
@@ -77,7 +77,7 @@ def test_the_onnx_export_computes_what_the_tuned_torch_network_computes(
 ) -> None:
     import torch
 
-    from prodcat.whole_finetune import pixels_batch
+    from prodcat.training.whole_network import pixels_batch
 
     result, folder = tuned
     model = Model.load(folder)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from prodcat.cache import FeatureCache
 from prodcat.catalogue import Catalogue, Product
 from prodcat.desk.db import Answer, Database, Item, Setting, put_setting, utcnow
-from prodcat.model import Model, Prediction
+from prodcat.features.cache import FeatureCache
+from prodcat.model.bundle import Model, Prediction
 
 QUEUED_DECISIONS = ("review", "unknown")
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 import numpy as np
 from PIL import Image
 
-from prodcat.images import normalise, to_rgb, to_square_array
+from prodcat.catalogue.images import normalise, to_rgb, to_square_array
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -231,7 +231,7 @@ class ImageEncoder(Encoder):
         if not isinstance(img, Image.Image):
             raise TypeError(
                 f"expected a PIL.Image.Image, got {type(img).__name__}; decode files with "
-                "prodcat.images.load_image or read_image first"
+                "prodcat.catalogue.images.load_image or read_image first"
             )
         if img.mode != "RGB":
             img = to_rgb(img)

@@ -206,7 +206,7 @@ def export_tuned_effnet(
     features: torch.nn.Module, name: str, size: int, out_path: str | Path, *, tuned_from: str
 ) -> Path:
     """Export a fine-tuned EfficientNet-Lite feature extractor (`load_effnet_torch`'s module after
-    `prodcat.whole_finetune`) like `export_effnet` exports a pretrained one: `pixels` ->
+    `prodcat.training.whole_network`) like `export_effnet` exports a pretrained one: `pixels` ->
     `features` (N, 1280). `name` is the tuned encoder's ("effnet-lite0-tuned"), which
     `TunedEffNetEncoder` checks in the metadata with the size; `tuned_from` is the pretrained
     encoder's version."""

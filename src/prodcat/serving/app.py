@@ -327,7 +327,7 @@ def _expected(model: type[ProductIn] | type[BatchIn]) -> str:
 
 
 def _subset(prepared: Any, positions: list[int]) -> Any:
-    from prodcat.inference import Prepared
+    from prodcat.model.predictor import Prepared
 
     decoded_positions = {p: i for i, p in enumerate(prepared.decoded.nonzero()[0])}
     rows = [decoded_positions[p] for p in positions if p in decoded_positions]

@@ -22,8 +22,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from prodcat.inference import Item, Predictor, Prepared, Timings
-from prodcat.model import Model, Prediction
+from prodcat.model.bundle import Model, Prediction
+from prodcat.model.predictor import Item, Predictor, Prepared, Timings
 
 from .settings import Settings
 

@@ -11,7 +11,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from prodcat.images import MAX_PIXELS
+from prodcat.catalogue.images import MAX_PIXELS
 
 
 class Settings(BaseSettings):

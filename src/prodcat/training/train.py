@@ -16,18 +16,18 @@ from typing import Any, Literal
 
 import numpy as np
 
-from prodcat.cache import FeatureCache
 from prodcat.catalogue import Catalogue, Product
+from prodcat.catalogue.split import split_catalogue
 from prodcat.encoders.image import check_size, effnet_spec
 from prodcat.encoders.registry import encoder_name, parse_encoder_name
-from prodcat.evaluate import evaluate
-from prodcat.gate import DEFAULT_TARGET_ACCURACY, class_indices, fit_gate, gate_metrics
+from prodcat.features.cache import FeatureCache
+from prodcat.gate.gate import DEFAULT_TARGET_ACCURACY, class_indices, fit_gate, gate_metrics
 from prodcat.heads import BlendHead, FineTuneHead, Head, ImageHead, Inputs, TextLinearHead
-from prodcat.model import Model, split_encoders, training_fingerprint
+from prodcat.model.bundle import Model, split_encoders, training_fingerprint
 from prodcat.progress import training_progress
-from prodcat.split import split_catalogue
-from prodcat.taxonomy import format_path
-from prodcat.whole_finetune import TunedPhotoNetwork
+from prodcat.taxonomy.tree import format_path
+from prodcat.training.metrics import evaluate
+from prodcat.training.whole_network import TunedPhotoNetwork
 
 ModelKind = Literal["fusion", "text", "image"]
 MODEL_KINDS: tuple[str, ...] = ("fusion", "text", "image")
@@ -52,7 +52,7 @@ class TrainOptions:
     # Train the last EfficientNet-Lite blocks too (on cached activations; fusion or image).
     fine_tune: bool = False
     # Fine-tune every layer of the photo network first and use it as the photo encoder
-    # (`prodcat.whole_finetune`; the best of `fine_tune_epochs` epochs by validation).
+    # (`prodcat.training.whole_network`; the best of `fine_tune_epochs` epochs by validation).
     fine_tune_whole: bool = False
     fine_tune_epochs: int = 4
     # Model families the text-linear head searches (the prototype compared L2, L1, forests).
@@ -264,7 +264,7 @@ def tune_photo_encoder(
     """Fine-tune the whole photo network on the training part's photos (`--fine-tune-whole`)."""
     from prodcat.encoders.image import EfficientNetLiteEncoder
     from prodcat.paths import tuned_scratch_dir
-    from prodcat.whole_finetune import WholeTuneSettings, decode_photos, tune_whole_network
+    from prodcat.training.whole_network import WholeTuneSettings, decode_photos, tune_whole_network
 
     base, size = options.image_encoder_and_size
     frozen = EfficientNetLiteEncoder(base, size=size)
@@ -332,7 +332,8 @@ def evaluate_products(
     threshold: float | None = None,
 ) -> dict[str, Any]:
     """`evaluate` with the products' ids, titles and photos for the error gallery; with the
-    model's `inputs` (and a fitted gate) also the gate's figures (`prodcat.gate.gate_metrics`)."""
+    model's `inputs` (and a fitted gate) also the gate's figures
+    (`prodcat.gate.gate.gate_metrics`)."""
     metrics = evaluate(
         [_label(p) if p.label else None for p in products],
         proba,

@@ -1,6 +1,6 @@
 """The report's gate sections: decisions, reliability diagram, accuracy vs coverage, OOD.
 
-Each function reads `prodcat.gate.gate_metrics`'s keys from the evaluation dict and returns an
+Each function reads `prodcat.gate.gate.gate_metrics`'s keys from the evaluation dict and returns an
 HTML fragment, or None when the evaluation has no gate figures (a model trained before the gate).
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prodcat.report import _BLUE, _GREY, _ORANGE, _e, _figure, _percent, _png, _table
+from prodcat.report.html import _BLUE, _GREY, _ORANGE, _e, _figure, _percent, _png, _table
 
 OOD_NAMES = {
     "ood_score": "prodcat OOD score (combined)",

@@ -3,7 +3,7 @@
 A model directory holds `model.json` (classes, taxonomy, encoder names and versions, training
 options, validation and test figures, a fingerprint of the training data, the prodcat version) and
 `head/` (the head's own config.json + weights.safetensors) and `gate/` (calibration, thresholds
-and the out-of-distribution reference, see `prodcat.gate`); a model whose photo network was
+and the out-of-distribution reference, see `prodcat.gate.gate`); a model whose photo network was
 fine-tuned on its catalogue also holds that network (`photo_encoder.onnx`). No pickle anywhere.
 Loading refuses a bundle whose encoders would no longer produce the features the head was trained
 on.
@@ -21,17 +21,17 @@ from typing import Any
 import numpy as np
 
 from prodcat import __version__
-from prodcat.cache import FeatureCache
 from prodcat.catalogue import Product
 from prodcat.encoders.base import Encoder
 from prodcat.encoders.registry import get_encoder, parse_encoder_name
-from prodcat.features import Features, encode_products
-from prodcat.gate import Gate, restrict
+from prodcat.features.cache import FeatureCache
+from prodcat.features.encode import Features, encode_products
+from prodcat.gate.gate import Gate, restrict
 from prodcat.heads import Head, Inputs
 from prodcat.heads.onnx_runtime import export_head_onnx, load_predict_head
-from prodcat.hierarchy import back_off, level_probabilities
 from prodcat.paths import tuned_scratch_dir
-from prodcat.taxonomy import Taxonomy, format_path, parse_path
+from prodcat.taxonomy.probabilities import back_off, level_probabilities
+from prodcat.taxonomy.tree import Taxonomy, format_path, parse_path
 
 MODEL_FORMAT = 1
 TOP_K = 5
@@ -144,11 +144,11 @@ class Model:
 
         `threshold` overrides the accept threshold chosen at training; `modalities` ("image",
         "text") hides the others from the model, as if the products lacked them. Without `cache`,
-        photos and titles are encoded in memory (`prodcat.inference`, the path `prodcat predict`
-        and the REST API take); with one, features go through the feature cache.
+        photos and titles are encoded in memory (`prodcat.model.predictor`, the path
+        `prodcat predict` and the REST API take); with one, features go through the feature cache.
         """
         if cache is None:
-            from prodcat.inference import Predictor
+            from prodcat.model.predictor import Predictor
 
             return Predictor(self).predict_products(
                 products, min_confidence=min_confidence, threshold=threshold, modalities=modalities
@@ -183,7 +183,7 @@ class Model:
     def calibrate(self, logits: np.ndarray, inputs: Inputs) -> np.ndarray:
         """`predict_proba` from the head's logits (computed once when the caller has them)."""
         if self.gate is None:
-            from prodcat.calibration import softmax
+            from prodcat.gate.calibration import softmax
 
             return softmax(logits)
         return self.gate.calibrate(logits, inputs)

@@ -6,7 +6,7 @@ fetched, so the file can be mailed, archived beside a model or opened on a machi
 Product titles and class names are user data: every piece of text goes through `html.escape`, and
 matplotlib's mathtext is off so a "$" in a class name is drawn as a "$".
 
-The report reads `prodcat.evaluate.evaluate`'s dict; each section is one small function that
+The report reads `prodcat.training.metrics.evaluate`'s dict; each section is one small function that
 returns an HTML fragment, and a section whose input is absent is left out.
 """
 
@@ -32,8 +32,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import prodcat
-from prodcat.hierarchy import SEPARATOR, split_path
-from prodcat.images import ImageError, load_image
+from prodcat.catalogue.images import ImageError, load_image
+from prodcat.taxonomy.probabilities import SEPARATOR, split_path
 
 _DPI = 110
 _THUMBNAIL_PX = 240  # gallery photos are shrunk to this (longer side) so the file stays small
@@ -112,7 +112,7 @@ def write_report(
     Args:
         out_dir: created if missing; an existing ``index.html`` there is replaced.
         title: the page heading (escaped, so any text is safe).
-        metrics: `prodcat.evaluate.evaluate`'s dict for the test part.
+        metrics: `prodcat.training.metrics.evaluate`'s dict for the test part.
         model_info: shown as a key/value table (head, encoders, training time...); nested
             values are shown as JSON.
         experiments: rows of the experiment comparison, each ``{"name": str, "accuracy": float}``
@@ -120,7 +120,7 @@ def write_report(
         model_selection: search trials, each ``{"family": str, "params": dict,
             "val_accuracy": float}`` (e.g. a head's ``validation_report_["trials"]``).
     """
-    from prodcat.report_gate import gate_sections  # here: it imports this module's helpers
+    from prodcat.report.gate_sections import gate_sections  # here: it imports this module's helpers
 
     sections = [
         ("headline", "Headline", _headline_section(metrics)),

@@ -10,106 +10,49 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from prodcat import __version__
-from prodcat.cache import FeatureCache
-from prodcat.calibration import min_accepted
 from prodcat.catalogue import (
     Catalogue,
-    CatalogueError,
     ColumnMapping,
     format_summary,
-    load_catalogue,
     summarise,
 )
+from prodcat.catalogue.split import split_catalogue
+from prodcat.cli.common import (
+    CacheDir,
+    IdColumn,
+    ImageColumn,
+    LabelColumn,
+    LabelColumns,
+    Modalities,
+    Separator,
+    TextColumns,
+    Threshold,
+    column_mapping,
+    err,
+    load_catalogue_or_exit,
+    load_model_or_exit,
+    out,
+)
 from prodcat.encoders.registry import get_encoder, list_encoders
-from prodcat.features import encode_products
-from prodcat.gate import DEFAULT_TARGET_ACCURACY, parse_modalities, restrict
-from prodcat.inference import Predictor
-from prodcat.model import Model, ModelError, Prediction
-from prodcat.predictions import write_predictions
-from prodcat.report import write_report
-from prodcat.serve_command import serve
-from prodcat.split import split_catalogue
-from prodcat.train import TrainOptions, TrainResult, evaluate_products, train
+from prodcat.features.cache import FeatureCache
+from prodcat.features.encode import encode_products
+from prodcat.gate.calibration import min_accepted
+from prodcat.gate.gate import DEFAULT_TARGET_ACCURACY, parse_modalities, restrict
+from prodcat.model.bundle import Prediction
+from prodcat.model.predictions_file import write_predictions
+from prodcat.model.predictor import Predictor
+from prodcat.report.html import write_report
+from prodcat.serving.command import serve
+from prodcat.training.train import TrainOptions, TrainResult, evaluate_products, train
 
 app = typer.Typer(
     help="prodcat: put products into the categories of a taxonomy from a photo and a title.",
     no_args_is_help=True,
     add_completion=False,
 )
-out = Console()
-err = Console(stderr=True)
-
-# The column-mapping flags, shared by every command that reads a catalogue.
-IdColumn = Annotated[str, typer.Option("--id-column", help="Column with the product id.")]
-TextColumns = Annotated[
-    list[str] | None,
-    typer.Option("--text-column", help="Text column; repeat to join several (title, description)."),
-]
-ImageColumn = Annotated[
-    str, typer.Option("--image-column", help="Column with the image path (relative to the table).")
-]
-LabelColumn = Annotated[
-    str, typer.Option("--label-column", help="Column with the category path 'A > B > C'.")
-]
-LabelColumns = Annotated[
-    str | None,
-    typer.Option(
-        "--label-columns", help="One column per level, comma-separated: masterCategory,subCategory"
-    ),
-]
-Separator = Annotated[str, typer.Option("--separator", help="Separator of the category path.")]
-CacheDir = Annotated[
-    Path | None, typer.Option("--cache-dir", help="Feature cache folder (default: user cache).")
-]
-Modalities = Annotated[
-    str | None,
-    typer.Option(
-        "--modalities", help="What the model may see: image,text (default), image or text."
-    ),
-]
-Threshold = Annotated[
-    float | None,
-    typer.Option(
-        "--threshold", help="Accept answers at least this probable (overrides the trained one)."
-    ),
-]
-
-
-def _mapping(
-    id_column: str,
-    text_columns: list[str] | None,
-    image_column: str,
-    label_column: str,
-    label_columns: str | None,
-    separator: str,
-) -> ColumnMapping:
-    levels = tuple(c.strip() for c in label_columns.split(",")) if label_columns else None
-    return ColumnMapping(
-        id_column=id_column,
-        text_columns=tuple(text_columns) if text_columns else ("title",),
-        image_column=image_column,
-        label_column=label_column,
-        label_columns=levels,
-        separator=separator,
-    )
-
-
-def _load(
-    path: Path,
-    mapping: ColumnMapping,
-    *,
-    quiet: bool = False,
-    decoded: Callable[[str], bool] | None = None,
-) -> Catalogue:
-    try:
-        return load_catalogue(path, mapping, progress=not quiet, decoded=decoded)
-    except CatalogueError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -124,8 +67,10 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Check a catalogue row by row and summarise it; exit 1 when rows were rejected."""
-    mapping = _mapping(id_column, text_column, image_column, label_column, label_columns, separator)
-    cat = _load(catalogue, mapping, quiet=as_json)
+    mapping = column_mapping(
+        id_column, text_column, image_column, label_column, label_columns, separator
+    )
+    cat = load_catalogue_or_exit(catalogue, mapping, quiet=as_json)
     summary = summarise(cat)
     summary["split"] = {name: len(part) for name, part in split_catalogue(cat.products).items()}
     if as_json:
@@ -150,8 +95,10 @@ def encode(
     separator: Separator = ">",
 ) -> None:
     """Encode every product's photo and title into the feature cache."""
-    mapping = _mapping(id_column, text_column, image_column, label_column, label_columns, separator)
-    cat = _load(catalogue, mapping)
+    mapping = column_mapping(
+        id_column, text_column, image_column, label_column, label_columns, separator
+    )
+    cat = load_catalogue_or_exit(catalogue, mapping)
     _encode_report(cat, [image_encoder, text_encoder], FeatureCache(cache_dir))
 
 
@@ -248,7 +195,9 @@ def train_cmd(
     separator: Separator = ">",
 ) -> None:
     """Train a classifier; prints the validation and test figures and saves the model."""
-    mapping = _mapping(id_column, text_column, image_column, label_column, label_columns, separator)
+    mapping = column_mapping(
+        id_column, text_column, image_column, label_column, label_columns, separator
+    )
     try:
         options = TrainOptions(
             model=model,  # type: ignore[arg-type]
@@ -271,7 +220,7 @@ def train_cmd(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     cache = FeatureCache(cache_dir)
-    cat = _load(catalogue, mapping, decoded=_cached_photos(cache, options))
+    cat = load_catalogue_or_exit(catalogue, mapping, decoded=_cached_photos(cache, options))
     if extra_labels is not None:
         cat = _with_extra_labels(cat, extra_labels)
     result = _train(cat, options, cache)
@@ -290,7 +239,7 @@ def _cached_photos(cache: FeatureCache, options: TrainOptions) -> Callable[[str]
 
 
 def _with_extra_labels(cat: Catalogue, path: Path) -> Catalogue:
-    from prodcat.extra_labels import apply_extra_labels, read_labels_csv
+    from prodcat.catalogue.extra_labels import apply_extra_labels, read_labels_csv
 
     try:
         extra = read_labels_csv(path)
@@ -437,9 +386,11 @@ def evaluate_cmd(
     separator: Separator = ">",
 ) -> None:
     """Measure a model on a labelled catalogue: accuracy, macro-F1, per level, out-of-class."""
-    mapping = _mapping(id_column, text_column, image_column, label_column, label_columns, separator)
-    loaded = _load_model(model_dir)
-    cat = _load(catalogue, mapping)
+    mapping = column_mapping(
+        id_column, text_column, image_column, label_column, label_columns, separator
+    )
+    loaded = load_model_or_exit(model_dir)
+    cat = load_catalogue_or_exit(catalogue, mapping)
     products = [p for p in cat.products if p.label]
     if part != "all":
         parts = split_catalogue(products)
@@ -519,10 +470,12 @@ def predict_cmd(
     if out_file.suffix.lower() not in (".csv", ".jsonl"):
         err.print(f"[red]error:[/red] --out {out_file}: expected a .csv or .jsonl file name")
         raise typer.Exit(2)
-    mapping = _mapping(id_column, text_column, image_column, label_column, label_columns, separator)
+    mapping = column_mapping(
+        id_column, text_column, image_column, label_column, label_columns, separator
+    )
     shown = _modalities(modalities)
-    loaded = _load_model(model_dir)
-    cat = _load(catalogue, mapping)
+    loaded = load_model_or_exit(model_dir)
+    cat = load_catalogue_or_exit(catalogue, mapping)
     answers = Predictor(loaded).predict_products(
         cat.products, min_confidence=min_confidence, threshold=threshold, modalities=shown
     )
@@ -545,14 +498,6 @@ def predict_cmd(
         f"({len(errors):,} answered without their photo): {out_file}\n"
         + ", ".join(f"{d} {n:,}" for d, n in counts.items())
     )
-
-
-def _load_model(model_dir: Path) -> Model:
-    try:
-        return Model.load(model_dir)
-    except ModelError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
 
 
 @app.command("encoders")
@@ -580,7 +525,7 @@ def demo(
     path = sample_catalogue()
     out.rule(f"prodcat {__version__} demo: the bundled sample catalogue")
     out.print(f"catalogue: {path}")
-    cat = _load(path, ColumnMapping())
+    cat = load_catalogue_or_exit(path, ColumnMapping())
     summary = summarise(cat)
     summary["split"] = {name: len(part) for name, part in split_catalogue(cat.products).items()}
     out.print(format_summary(summary))
@@ -628,12 +573,4 @@ def demo(
     )
 
 
-app.command("serve")(serve)  # prodcat.serve_command: the REST API under uvicorn
-
-# The review desk's commands (queue, review ...) live in their own module.
-from prodcat.desk.cli import register  # noqa: E402
-
-register(app)
-
-if __name__ == "__main__":
-    app()
+app.command("serve")(serve)  # prodcat.serving.command: the REST API under uvicorn

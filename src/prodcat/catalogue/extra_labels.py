@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from prodcat.catalogue import Catalogue
-from prodcat.taxonomy import parse_path
+from prodcat.taxonomy.tree import parse_path
 
 
 @dataclass

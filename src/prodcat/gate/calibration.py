@@ -1,7 +1,7 @@
 """Calibrated confidence and the accept threshold: temperature scaling, ECE, threshold choice.
 
 Pure numpy/scipy functions on logits, labels and confidences, so that they can be tested on
-synthetic scores with a known answer; `prodcat.gate` applies them per modality case.
+synthetic scores with a known answer; `prodcat.gate.gate` applies them per modality case.
 """
 
 from __future__ import annotations

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from prodcat.cache import FeatureCache, FeatureStore, content_key
 from prodcat.catalogue import Product
+from prodcat.catalogue.images import ImageError, load_image
 from prodcat.encoders.base import Encoder, ImageEncoder
-from prodcat.images import ImageError, load_image
+from prodcat.features.cache import FeatureCache, FeatureStore, content_key
 from prodcat.progress import progress_bar
 
 # New vectors are written to the cache in packs of this many: an interrupted run keeps all but the

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from prodcat.cli import common
 from prodcat.desk.db import DEFAULT_DB
 
 DbUrl = Annotated[
@@ -30,7 +31,7 @@ def _db(url: str):  # type: ignore[no-untyped-def]
     try:
         return Database(url)
     except Exception as exc:  # a bad URL or an unreachable server: say which, no traceback
-        main.err.print(f"[red]error:[/red] cannot open the desk database {url!r}: {exc}")
+        common.err.print(f"[red]error:[/red] cannot open the desk database {url!r}: {exc}")
         raise typer.Exit(2) from None
 
 
@@ -38,38 +39,38 @@ def queue_cmd(
     model_dir: Annotated[Path, typer.Argument(help="Model directory from prodcat train.")],
     catalogue: Annotated[Path, typer.Argument(help="Products to route to people or auto-label.")],
     db: DbUrl = DEFAULT_DB,
-    cache_dir: main.CacheDir = None,
-    id_column: main.IdColumn = "id",
-    text_column: main.TextColumns = None,
-    image_column: main.ImageColumn = "image",
-    label_column: main.LabelColumn = "category",
-    label_columns: main.LabelColumns = None,
-    separator: main.Separator = ">",
+    cache_dir: common.CacheDir = None,
+    id_column: common.IdColumn = "id",
+    text_column: common.TextColumns = None,
+    image_column: common.ImageColumn = "image",
+    label_column: common.LabelColumn = "category",
+    label_columns: common.LabelColumns = None,
+    separator: common.Separator = ">",
 ) -> None:
     """Queue the products the model is unsure of (review / unknown) with their top-5
     suggestions; record the accepted ones as auto-labelled. Re-running adds only new products
     and re-scores unanswered ones with this model (most uncertain first)."""
-    from prodcat.cache import FeatureCache
     from prodcat.desk.queue import build_queue, model_version
+    from prodcat.features.cache import FeatureCache
 
-    mapping = main._mapping(
+    mapping = common.column_mapping(
         id_column, text_column, image_column, label_column, label_columns, separator
     )
-    model = main._load_model(model_dir)
-    cat = main._load(catalogue, mapping)
+    model = common.load_model_or_exit(model_dir)
+    cat = common.load_catalogue_or_exit(catalogue, mapping)
     database = _db(db)
     result = build_queue(
         database, model, model_version(model, model_dir), cat, cache=FeatureCache(cache_dir)
     )
-    main.out.print(
+    common.out.print(
         f"{result.queued:,} products for people, {result.auto_labelled:,} auto-labelled; "
         f"{result.added:,} new, {result.rescored:,} re-scored by this model, "
         f"{result.unchanged:,} unchanged; {len(cat.rejected):,} catalogue rows rejected"
     )
     for pid, why in list(result.failed.items())[:20]:
-        main.err.print(f"[yellow]product {pid}:[/yellow] not queued: {why}")
+        common.err.print(f"[yellow]product {pid}:[/yellow] not queued: {why}")
     for problem in cat.rejected[:20]:
-        main.err.print(f"[yellow]row {problem.row}:[/yellow] {problem.message}")
+        common.err.print(f"[yellow]row {problem.row}:[/yellow] {problem.message}")
 
 
 @review_app.callback()
@@ -85,7 +86,7 @@ def review_cmd(
     from prodcat.desk.app import serve
 
     _db(db).dispose()  # migrate, or fail with a clear message before the server starts
-    main.out.print(f"review desk: http://{host}:{port}/  (database {db})")
+    common.out.print(f"review desk: http://{host}:{port}/  (database {db})")
     serve(db, host, port)
 
 
@@ -111,9 +112,9 @@ def add_user_cmd(
     try:
         add_user(_db(db), name, password, role)
     except AuthError as exc:
-        main.err.print(f"[red]error:[/red] {exc}")
+        common.err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    main.out.print(f"user {name!r} ({role}) saved")
+    common.out.print(f"user {name!r} ({role}) saved")
 
 
 @review_app.command("export")
@@ -125,7 +126,7 @@ def export_cmd(
     from prodcat.desk.exchange import export_labels
 
     n = export_labels(_db(db), out_file)
-    main.out.print(f"{n:,} answers: {out_file}")
+    common.out.print(f"{n:,} answers: {out_file}")
 
 
 @review_app.command("export-labelstudio")
@@ -147,10 +148,10 @@ def export_labelstudio_cmd(
     database = _db(db)
     tasks = labelstudio_tasks(database, image_url)
     out_file.write_text(json.dumps(tasks, indent=1, ensure_ascii=False), encoding="utf-8")
-    main.out.print(f"{len(tasks):,} tasks: {out_file}")
+    common.out.print(f"{len(tasks):,} tasks: {out_file}")
     if config is not None:
         config.write_text(labelstudio_config(taxonomy(database)), encoding="utf-8")
-        main.out.print(f"labelling interface: {config}")
+        common.out.print(f"labelling interface: {config}")
 
 
 @review_app.command("import-labelstudio")
@@ -164,22 +165,16 @@ def import_labelstudio_cmd(
     try:
         result = import_labelstudio(_db(db), export)
     except ValueError as exc:
-        main.err.print(f"[red]error:[/red] {exc}")
+        common.err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    main.out.print(
+    common.out.print(
         f"{result.added:,} answers imported, {result.already:,} already there, "
         f"{len(result.problems):,} left out"
     )
     for line in result.problems[:20]:
-        main.err.print(f"[yellow]{line}[/yellow]")
+        common.err.print(f"[yellow]{line}[/yellow]")
 
 
 def register(app: typer.Typer) -> None:
     app.command("queue")(queue_cmd)
     app.add_typer(review_app, name="review")
-
-
-# Imported last: prodcat.cli imports this module to register the commands above, and under
-# `python -m prodcat.cli` that import happens while prodcat.cli is still loading. The flags'
-# annotations are strings (postponed), resolved only when typer builds the commands.
-from prodcat import cli as main  # noqa: E402

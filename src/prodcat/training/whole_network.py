@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from prodcat.catalogue import Product
+from prodcat.catalogue.images import ImageError, load_image
 from prodcat.encoders.image import FEATURE_DIM, TUNED_SUFFIX, EfficientNetLiteEncoder
 from prodcat.encoders.registry import encoder_name
-from prodcat.images import ImageError, load_image
 from prodcat.progress import progress_bar
 
 if TYPE_CHECKING:

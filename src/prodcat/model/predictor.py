@@ -18,12 +18,12 @@ import numpy as np
 from PIL.Image import Image as PILImage
 
 from prodcat.catalogue import Product
+from prodcat.catalogue.images import MAX_PIXELS, ImageError, load_image, read_image
 from prodcat.encoders.base import Encoder, ImageEncoder
 from prodcat.encoders.registry import get_encoder
-from prodcat.gate import restrict
+from prodcat.gate.gate import restrict
 from prodcat.heads import Inputs
-from prodcat.images import MAX_PIXELS, ImageError, load_image, read_image
-from prodcat.model import Model, Prediction, is_trunk, split_encoders
+from prodcat.model.bundle import Model, Prediction, is_trunk, split_encoders
 
 # Products per network call in `predict_products`; decoding runs PREFETCH chunks ahead.
 CHUNK = 64

@@ -7,7 +7,7 @@ blame the model for the split; it is counted apart (`n_out_of_class`) and shown 
 said instead. Unlabelled products (``None``) are skipped entirely.
 
 Everything returned is plain Python (str, int, float, None, list, dict), so it can be written with
-`json.dump` and read back by `prodcat.report.write_report`.
+`json.dump` and read back by `prodcat.report.html.write_report`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
-from prodcat.hierarchy import level_accuracy
+from prodcat.taxonomy.probabilities import level_accuracy
 
 # A confusion matrix over more classes than this is unreadable as a heatmap (and large as JSON);
 # the report shows the largest off-diagonal cells (`top_confusions`) instead.

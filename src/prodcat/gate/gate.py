@@ -6,9 +6,9 @@ Fitted on the validation part after the head (never on the test part):
    only): the same network is over-confident by different amounts depending on what it sees, so
    each case is calibrated on the validation products shown only that modality.
 2. The accept threshold per case: the lowest calibrated confidence whose accepted validation
-   products stay at the target accuracy (`prodcat.calibration.choose_threshold` says how it stays
-   robust on a small validation part).
-3. The out-of-distribution scorer (`prodcat.ood`) and, per case, the `unknown` threshold: the
+   products stay at the target accuracy (`prodcat.gate.calibration.choose_threshold` says how it
+   stays robust on a small validation part).
+3. The out-of-distribution scorer (`prodcat.gate.ood`) and, per case, the `unknown` threshold: the
    99th percentile of the validation *in-class* scores. It is chosen without any out-of-class
    product (we never know in advance what new kinds of product will arrive); 99% rather than 95%
    because every in-class product flagged is one a person must label, and the accept target
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
-from prodcat.calibration import (
+from prodcat.gate.calibration import (
     calibration_summary,
     choose_threshold,
     coverage_curve,
@@ -39,8 +39,8 @@ from prodcat.calibration import (
     fit_temperature,
     softmax,
 )
+from prodcat.gate.ood import OodScorer, auroc, flagged_at, prototype_rule
 from prodcat.heads import Head, Inputs
-from prodcat.ood import OodScorer, auroc, flagged_at, prototype_rule
 
 CASES = ("image+text", "image", "text")
 NONE = "none"
@@ -314,7 +314,7 @@ def gate_metrics(
     `logits` are the head's, `proba` the calibrated probabilities the decisions are made from.
 
     coverage / accepted_accuracy / review_top3 / ECE count in-class products only (as
-    `prodcat.evaluate` does); the OOD figures compare in-class with out-of-class products.
+    `prodcat.training.metrics` does); the OOD figures compare in-class with out-of-class products.
     """
     y = np.asarray(y)
     cases = gate.cases(inputs)

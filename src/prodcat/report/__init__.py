@@ -1,0 +1,1 @@
+"""The static HTML report (`html`) with its gate sections (`gate_sections`)."""
