@@ -507,7 +507,8 @@ def test_activation_shapes_match_the_torch_network(name: str, size: int) -> None
     import torch
 
     from prodcat.encoders.export import load_effnet_torch
-    from prodcat.encoders.image import activation_shape, effnet_spec, n_blocks
+    from prodcat.encoders.image import activation_shape
+    from prodcat.encoders.weights import effnet_spec, n_blocks
 
     spec = effnet_spec(name)
     trunk = load_effnet_torch(name, size, cut=n_blocks(spec))

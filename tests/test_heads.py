@@ -24,7 +24,8 @@ from sklearn.exceptions import NotFittedError
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 import prodcat
-from prodcat.encoders.image import activation_shape, effnet_spec
+from prodcat.encoders.image import activation_shape
+from prodcat.encoders.weights import effnet_spec
 from prodcat.heads import (
     HEADS,
     BlendHead,

@@ -15,8 +15,8 @@ from prodcat.catalogue import Catalogue, CatalogueError, ColumnMapping, load_cat
 if TYPE_CHECKING:
     from prodcat.model.bundle import Model
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)  # long lines are left to the terminal: never broken mid-word
+err = Console(stderr=True, soft_wrap=True)
 
 # The column-mapping flags, shared by every command that reads a catalogue.
 IdColumn = Annotated[str, typer.Option("--id-column", help="Column with the product id.")]

@@ -41,7 +41,7 @@ from prodcat.features.cache import FeatureCache
 from prodcat.features.encode import encode_products
 from prodcat.gate.calibration import min_accepted
 from prodcat.gate.gate import DEFAULT_TARGET_ACCURACY, parse_modalities, restrict
-from prodcat.model.bundle import Prediction
+from prodcat.model.prediction import Prediction
 from prodcat.model.predictions_file import write_predictions
 from prodcat.model.predictor import Predictor
 from prodcat.report.html import write_report

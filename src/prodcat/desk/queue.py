@@ -18,7 +18,8 @@ from sqlalchemy import select
 from prodcat.catalogue import Catalogue, Product
 from prodcat.desk.db import Answer, Database, Item, Setting, put_setting, utcnow
 from prodcat.features.cache import FeatureCache
-from prodcat.model.bundle import Model, Prediction
+from prodcat.model.bundle import Model
+from prodcat.model.prediction import Prediction
 
 QUEUED_DECISIONS = ("review", "unknown")
 

@@ -38,7 +38,7 @@ def load_effnet_network(name: str, size: int) -> torch.nn.Module:
     """
     from efficientnet_lite_pytorch import EfficientNet
 
-    from .image import effnet_spec
+    from .weights import effnet_spec
 
     spec = effnet_spec(name)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -72,7 +72,7 @@ def load_effnet_tail(name: str, size: int, cut: int) -> torch.nn.Module:
 
 
 def _checked_cut(name: str, cut: int) -> int:
-    from .image import check_cut, effnet_spec
+    from .weights import check_cut, effnet_spec
 
     return check_cut(effnet_spec(name), cut)
 
@@ -184,7 +184,7 @@ def export_effnet(
     (N, C*H*W) from the stem and blocks[:k] only; the batch axis is dynamic.
     """
 
-    from .image import effnet_spec
+    from .weights import effnet_spec
 
     spec = effnet_spec(name)
     write = _pixels_to_features_writer(load_effnet_torch(name, size, cut=cut), size)
@@ -252,7 +252,7 @@ def export_minilm(out_path: str | Path, *, version: str = "") -> Path:
     """
     import torch
 
-    from .text import minilm_model_dir
+    from .weights import minilm_model_dir
 
     model_dir = minilm_model_dir()
     model = load_minilm_bert(model_dir)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from .base import Encoder, Modality
 
@@ -23,6 +23,9 @@ class EncoderInfo:
     name: str
     modality: Modality
     description: str
+    # "activations": a photo network's frozen trunk, whose output a fine-tune head runs the rest
+    # of the network on; "features": a vector a head reads as it is.
+    output: Literal["features", "activations"] = "features"
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,12 @@ _REGISTRY: dict[str, _Entry] = {}
 
 
 def register(
-    name: str, factory: Callable[..., Encoder], *, modality: str, description: str
+    name: str,
+    factory: Callable[..., Encoder],
+    *,
+    modality: str,
+    description: str,
+    output: Literal["features", "activations"] = "features",
 ) -> None:
     """Make `get_encoder(name, **options)` call `factory(**options)`.
 
@@ -53,7 +61,7 @@ def register(
             f"an encoder named {name!r} is already registered; choose another name "
             "or unregister the existing one first"
         )
-    info = EncoderInfo(name=name, modality=modality, description=description)
+    info = EncoderInfo(name=name, modality=modality, description=description, output=output)
     _REGISTRY[name] = _Entry(info=info, factory=factory)
 
 
@@ -271,6 +279,7 @@ def _register_builtins() -> None:
         modality="image",
         description="EfficientNet-Lite0 activations entering block `cut` (default 14: "
         "192x7x7 at 224 px), flattened, for fine-tuning the last blocks, ONNX",
+        output="activations",
     )
     register(
         "effnet-lite2-trunk",
@@ -278,6 +287,7 @@ def _register_builtins() -> None:
         modality="image",
         description="EfficientNet-Lite2 activations entering block `cut` (default 19: "
         "208x9x9 at 260 px), flattened, for fine-tuning the last blocks, ONNX",
+        output="activations",
     )
     for variant in ("effnet-lite0", "effnet-lite2"):
         register(
@@ -311,6 +321,19 @@ def _register_builtins() -> None:
         modality="text",
         description="hashed binary bag of words and word pairs, 4096-d dense, nothing to fit",
     )
+
+
+def is_trunk(encoder: str | None) -> bool:
+    """Whether an image encoder (e.g. "effnet-lite0-trunk@160") yields fine-tuning activations."""
+    if not encoder:
+        return False
+    entry = _REGISTRY.get(parse_encoder_name(encoder)[0])
+    return entry is not None and entry.info.output == "activations"
+
+
+def split_encoders(name: str) -> list[str]:
+    """'minilm+hashbow' -> ['minilm', 'hashbow']: a text input made of several encoders."""
+    return [part.strip() for part in name.split("+") if part.strip()]
 
 
 _register_builtins()

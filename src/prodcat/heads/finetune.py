@@ -44,10 +44,9 @@ from prodcat.encoders.image import (
     FEATURE_DIM,
     EfficientNetLiteEncoder,
     activation_shape,
-    check_cut,
     check_size,
-    effnet_spec,
 )
+from prodcat.encoders.weights import check_cut, effnet_spec
 from prodcat.progress import report_training
 
 from .base import Head, Inputs, validation_split

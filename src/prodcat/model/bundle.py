@@ -23,55 +23,23 @@ import numpy as np
 from prodcat import __version__
 from prodcat.catalogue import Product
 from prodcat.encoders.base import Encoder
-from prodcat.encoders.registry import get_encoder, parse_encoder_name
+from prodcat.encoders.registry import get_encoder, is_trunk, split_encoders
 from prodcat.features.cache import FeatureCache
 from prodcat.features.encode import Features, encode_products
 from prodcat.gate.gate import Gate, restrict
 from prodcat.heads import Head, Inputs
 from prodcat.heads.onnx_runtime import export_head_onnx, load_predict_head
+from prodcat.model.prediction import TOP_K, Prediction
 from prodcat.paths import tuned_scratch_dir
 from prodcat.taxonomy.probabilities import back_off, level_probabilities
 from prodcat.taxonomy.tree import Taxonomy, format_path, parse_path
 
 MODEL_FORMAT = 1
-TOP_K = 5
-TRUNK_SUFFIX = "-trunk"
 ENCODER_FILE = "photo_encoder.onnx"  # a fine-tuned photo network inside the model folder
-# What happens to a prediction: labelled automatically, sent to a person with suggestions, or
-# flagged as a kind of product the model does not know (also sent to a person).
-DECISIONS = ("accept", "review", "unknown")
 
 
 class ModelError(ValueError):
     """A model directory that cannot be used as it is; the message says what differs."""
-
-
-@dataclass
-class Prediction:
-    """One product's answer: the category, its probability, each level's and the top-k paths."""
-
-    id: str
-    category: str
-    probability: float
-    level_probabilities: list[float]
-    top: list[tuple[str, float]]
-    decision: str = "review"
-    ood_score: float | None = None
-    modalities: list[str] = field(default_factory=list)  # what the answer was made from
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "category": self.category,
-            "probability": self.probability,
-            "level_probabilities": self.level_probabilities,
-            "top": [{"category": c, "probability": p} for c, p in self.top],
-            "decision": self.decision,
-            "ood_score": self.ood_score,
-            "modalities": self.modalities,
-            "error": self.error,
-        }
 
 
 @dataclass
@@ -332,18 +300,6 @@ def _modalities(inputs: Inputs | None, i: int) -> list[str]:
     if inputs.text_mask is not None and inputs.text_mask[i]:
         names.append("text")
     return names
-
-
-def is_trunk(encoder: str | None) -> bool:
-    """Whether an image encoder (e.g. "effnet-lite0-trunk@160") yields fine-tuning activations."""
-    if not encoder:
-        return False
-    return parse_encoder_name(encoder)[0].endswith(TRUNK_SUFFIX)
-
-
-def split_encoders(name: str) -> list[str]:
-    """'minilm+hashbow' -> ['minilm', 'hashbow']: a text input made of several encoders."""
-    return [part.strip() for part in name.split("+") if part.strip()]
 
 
 def build_inputs(

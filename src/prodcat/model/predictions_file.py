@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from prodcat.model.bundle import TOP_K, Prediction
+from prodcat.model.prediction import TOP_K, Prediction
 
 
 def write_predictions(path: str | Path, predictions: Sequence[Prediction]) -> Path:

@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL.Image import Image as PILImage
@@ -20,10 +21,13 @@ from PIL.Image import Image as PILImage
 from prodcat.catalogue import Product
 from prodcat.catalogue.images import MAX_PIXELS, ImageError, load_image, read_image
 from prodcat.encoders.base import Encoder, ImageEncoder
-from prodcat.encoders.registry import get_encoder
+from prodcat.encoders.registry import get_encoder, is_trunk, split_encoders
 from prodcat.gate.gate import restrict
 from prodcat.heads import Inputs
-from prodcat.model.bundle import Model, Prediction, is_trunk, split_encoders
+from prodcat.model.prediction import Prediction
+
+if TYPE_CHECKING:  # the bundle runs its predictions through this module, never the reverse
+    from prodcat.model.bundle import Model
 
 # Products per network call in `predict_products`; decoding runs PREFETCH chunks ahead.
 CHUNK = 64
@@ -87,10 +91,6 @@ class Predictor:
         ]
         # A fine-tune head reads the trunk's activations, the others pooled features.
         self._image_input = "image_activations" if is_trunk(model.image_encoder) else "image"
-
-    @classmethod
-    def load(cls, folder: str | Path, *, max_pixels: int = MAX_PIXELS) -> Predictor:
-        return cls(Model.load(folder), max_pixels=max_pixels)
 
     def warm_up(self) -> None:
         """Open every ONNX session now (they open lazily), so the first request is not slow."""

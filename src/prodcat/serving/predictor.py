@@ -22,7 +22,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from prodcat.model.bundle import Model, Prediction
+from prodcat.model.bundle import Model
+from prodcat.model.prediction import Prediction
 from prodcat.model.predictor import Item, Predictor, Prepared, Timings
 
 from .settings import Settings

@@ -18,12 +18,13 @@ import numpy as np
 
 from prodcat.catalogue import Catalogue, Product
 from prodcat.catalogue.split import split_catalogue
-from prodcat.encoders.image import check_size, effnet_spec
-from prodcat.encoders.registry import encoder_name, parse_encoder_name
+from prodcat.encoders.image import check_size
+from prodcat.encoders.registry import encoder_name, parse_encoder_name, split_encoders
+from prodcat.encoders.weights import effnet_spec
 from prodcat.features.cache import FeatureCache
 from prodcat.gate.gate import DEFAULT_TARGET_ACCURACY, class_indices, fit_gate, gate_metrics
 from prodcat.heads import BlendHead, FineTuneHead, Head, ImageHead, Inputs, TextLinearHead
-from prodcat.model.bundle import Model, split_encoders, training_fingerprint
+from prodcat.model.bundle import Model, training_fingerprint
 from prodcat.progress import training_progress
 from prodcat.taxonomy.tree import format_path
 from prodcat.training.metrics import evaluate

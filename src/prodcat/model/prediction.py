@@ -1,0 +1,39 @@
+"""The prediction record: what prodcat answers for one product, whichever interface asked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+TOP_K = 5
+# What happens to a prediction: labelled automatically, sent to a person with suggestions, or
+# flagged as a kind of product the model does not know (also sent to a person).
+DECISIONS = ("accept", "review", "unknown")
+
+
+@dataclass
+class Prediction:
+    """One product's answer: the category, its probability, each level's and the top-k paths."""
+
+    id: str
+    category: str
+    probability: float
+    level_probabilities: list[float]
+    top: list[tuple[str, float]]
+    decision: str = "review"
+    ood_score: float | None = None
+    modalities: list[str] = field(default_factory=list)  # what the answer was made from
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "category": self.category,
+            "probability": self.probability,
+            "level_probabilities": self.level_probabilities,
+            "top": [{"category": c, "probability": p} for c, p in self.top],
+            "decision": self.decision,
+            "ood_score": self.ood_score,
+            "modalities": self.modalities,
+            "error": self.error,
+        }
