@@ -13,7 +13,7 @@ from sqlalchemy import select
 from desk_support import DeskServer
 from prodcat.catalogue import Catalogue
 from prodcat.desk.auth import add_user
-from prodcat.desk.db import Answer, Database
+from prodcat.desk.db import Database, ReviewAnswer
 from prodcat.desk.queue import add_to_taxonomy, record_predictions
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -136,5 +136,5 @@ def current_product(page) -> str:
 
 def stored_answers(db: Database, reviewer: str) -> dict[str, str]:
     with db.session() as s:
-        rows = s.scalars(select(Answer).where(Answer.reviewer == reviewer))
+        rows = s.scalars(select(ReviewAnswer).where(ReviewAnswer.reviewer == reviewer))
         return {a.product_id: a.category for a in rows}
