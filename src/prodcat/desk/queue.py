@@ -49,8 +49,7 @@ def build_queue(
     products = list(catalogue.products if isinstance(catalogue, Catalogue) else catalogue)
     predictions = model.predict(products, cache)
     result = record_predictions(db, products, predictions, model.version)
-    name = model.folder.name if model.folder is not None else model.head_kind
-    record_model(db, QueueModel(name=name, head=model.head_kind, version=model.version))
+    record_model(db, model)
     add_to_taxonomy(db, model.classes)
     if isinstance(catalogue, Catalogue) and catalogue.labelled:
         add_to_taxonomy(db, [" > ".join(p.label) for p in products if p.label])
@@ -66,9 +65,12 @@ class QueueModel:
     version: str  # prodcat.model.bundle.model_version
 
 
-def record_model(db: Database, model: QueueModel) -> None:
+def record_model(db: Database, model: Model) -> None:
+    """Remember `model` as the one that queued last (the desk's header shows it)."""
+    name = model.folder.name if model.folder is not None else model.head_kind
+    shown = QueueModel(name=name, head=model.head_kind, version=model.version)
     with db.session() as s, s.begin():
-        put_setting(s, "queue_model", json.dumps(asdict(model), ensure_ascii=False))
+        put_setting(s, "queue_model", json.dumps(asdict(shown), ensure_ascii=False))
 
 
 def queue_model(db: Database) -> QueueModel | None:
