@@ -69,7 +69,7 @@ def _review(url: str, name: str, n: int, times: list[float]) -> None:
 
 def run_once(db_url: str, model: Model, model_dir: Path, reviewers: int, answers: int) -> float:
     db = Database(db_url)
-    build_queue(db, model, model_dir.name, load_catalogue(sample_catalogue()), cache=FeatureCache())
+    build_queue(db, model, load_catalogue(sample_catalogue()), cache=FeatureCache())
     for i in range(reviewers):
         add_user(db, f"r{i}", PASSWORD)
     port = _port()

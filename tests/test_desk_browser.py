@@ -13,8 +13,8 @@ from sqlalchemy import select
 from desk_support import DeskServer
 from prodcat.catalogue import Catalogue
 from prodcat.desk.auth import add_user
-from prodcat.desk.db import Answer, Database
-from prodcat.desk.queue import add_to_taxonomy, record_predictions
+from prodcat.desk.db import Database, ReviewAnswer
+from prodcat.desk.queue import add_to_taxonomy, record_model, record_predictions
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "images"
@@ -35,7 +35,8 @@ def desk(
     folder = tmp_path_factory.mktemp("desk-browser")
     db = Database(f"sqlite:///{folder / 'desk.db'}")
     model, preds = desk_predictions
-    record_predictions(db, sample_catalogue.products, preds, "fusion@sample")
+    record_predictions(db, sample_catalogue.products, preds, model.version)
+    record_model(db, model)
     add_to_taxonomy(db, model.classes)
     add_user(db, "alice", PASSWORD, "reviewer")
     add_user(db, "boss", PASSWORD, "admin")
@@ -68,12 +69,16 @@ def test_anonymous_visit_goes_to_login(desk, browser) -> None:
     page.close()
 
 
-def test_review_by_keyboard_search_undo_and_log_out(desk, browser) -> None:
+def test_review_by_keyboard_search_undo_and_log_out(desk, browser, desk_predictions) -> None:
     server, db = desk
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.goto(server.url + "/desk")
     log_in(page, server.url, "alice")
     page.wait_for_url(server.url + "/desk")
+    model, _ = desk_predictions
+    header = page.inner_text("#model")
+    assert f"model {model.folder.name} ({model.head_kind})" in header
+    assert f"version {model.version}" in header and "unknown kind" not in page.content()
 
     answered: dict[str, str] = {}
     for n, key in enumerate(["1", "1", "2", "3"]):
@@ -136,5 +141,5 @@ def current_product(page) -> str:
 
 def stored_answers(db: Database, reviewer: str) -> dict[str, str]:
     with db.session() as s:
-        rows = s.scalars(select(Answer).where(Answer.reviewer == reviewer))
+        rows = s.scalars(select(ReviewAnswer).where(ReviewAnswer.reviewer == reviewer))
         return {a.product_id: a.category for a in rows}

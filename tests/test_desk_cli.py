@@ -11,6 +11,7 @@ from prodcat.cli.main import app
 from prodcat.desk import review
 from prodcat.desk.auth import authenticate
 from prodcat.desk.db import Database
+from prodcat.model.bundle import model_version
 
 runner = CliRunner()
 
@@ -61,7 +62,7 @@ def test_queue_review_commands(tmp_path: Path, sample_model_dir: Path, sample_cs
     exported = json.loads(tasks.read_text())
     assert f"{len(exported):,} tasks" in out and "<Choices" in config.read_text()
     version = exported[0]["predictions"][0]["model_version"]
-    assert version.startswith(sample_model_dir.name + "@")
+    assert version == model_version(sample_model_dir)  # the bundle's, as the API reports it
     exported[0]["annotations"] = [
         {
             "completed_by": 7,

@@ -9,20 +9,24 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
+from desk_support import csrf_of
 from prodcat.catalogue import Catalogue
 from prodcat.catalogue.extra_labels import apply_extra_labels, read_labels_csv
 from prodcat.desk import review, stats
+from prodcat.desk.app import create_app
 from prodcat.desk.auth import AuthError, add_user, authenticate
-from prodcat.desk.db import Answer, Database, Item, Lease
+from prodcat.desk.db import Database, Lease, QueueItem, ReviewAnswer
 from prodcat.desk.exchange import (
     export_labels,
     import_labelstudio,
     labelstudio_config,
     labelstudio_tasks,
 )
-from prodcat.desk.queue import record_predictions, taxonomy
+from prodcat.desk.queue import build_queue, record_predictions, taxonomy
+from prodcat.model.bundle import model_version
 
 
 @pytest.fixture
@@ -43,7 +47,7 @@ def test_queue_holds_review_and_unknown_and_rerun_adds_nothing(
     _, preds = desk_predictions
     decisions = Counter(p.decision for p in preds)
     with db.session() as s:
-        items = list(s.scalars(select(Item)))
+        items = list(s.scalars(select(QueueItem)))
     assert len(items) == len(sample_catalogue.products)
     queued = [i for i in items if i.queued]
     assert len(queued) == decisions["review"] + decisions["unknown"] > 0
@@ -56,7 +60,7 @@ def test_queue_holds_review_and_unknown_and_rerun_adds_nothing(
     again = record_predictions(db, sample_catalogue.products, preds, "sample@v1")
     assert (again.added, again.rescored, again.unchanged) == (0, 0, len(preds))
     with db.session() as s:
-        assert len(list(s.scalars(select(Item)))) == len(sample_catalogue.products)
+        assert len(list(s.scalars(select(QueueItem)))) == len(sample_catalogue.products)
 
 
 def test_a_new_model_rescores_only_unanswered_products(
@@ -70,8 +74,8 @@ def test_a_new_model_rescores_only_unanswered_products(
     result = record_predictions(db, sample_catalogue.products, preds, "sample@v2")
     assert result.unchanged == 1 and result.rescored == len(preds) - 1
     with db.session() as s:
-        assert s.get(Item, task.product_id).model_version == "sample@v1"  # answered: kept
-        assert {i.model_version for i in s.scalars(select(Item))} == {"sample@v1", "sample@v2"}
+        assert s.get(QueueItem, task.product_id).model_version == "sample@v1"  # answered: kept
+        assert {i.model_version for i in s.scalars(select(QueueItem))} == {"sample@v1", "sample@v2"}
 
 
 def test_most_uncertain_first_and_leases_keep_reviewers_apart(db: Database) -> None:
@@ -80,7 +84,9 @@ def test_most_uncertain_first_and_leases_keep_reviewers_apart(db: Database) -> N
     assert a and b and a.product_id != b.product_id
     assert a.top[0][1] <= b.top[0][1]  # alice asked first and got the least sure product
     with db.session() as s:
-        lowest = s.scalar(select(Item).where(Item.queued).order_by(Item.probability).limit(1))
+        lowest = s.scalar(
+            select(QueueItem).where(QueueItem.queued).order_by(QueueItem.probability).limit(1)
+        )
     assert lowest.product_id == a.product_id
     # asking again returns the product held, not a new one
     assert review.next_task(db, alice).product_id == a.product_id
@@ -109,7 +115,10 @@ def test_answer_skip_undo(db: Database) -> None:
     back = review.undo(db, alice)
     assert back.product_id == first.product_id
     with db.session() as s:
-        assert s.scalar(select(Answer).where(Answer.product_id == first.product_id)) is None
+        assert (
+            s.scalar(select(ReviewAnswer).where(ReviewAnswer.product_id == first.product_id))
+            is None
+        )
     assert review.next_task(db, alice).product_id == first.product_id
     new = review.answer(
         db, alice, first.product_id, "Footwear > Shoes > Moon Boots", new_category=True
@@ -199,7 +208,7 @@ def test_label_studio_round_trip(
 ) -> None:
     tasks = labelstudio_tasks(db)
     with db.session() as s:
-        n_queued = len(list(s.scalars(select(Item).where(Item.queued))))
+        n_queued = len(list(s.scalars(select(QueueItem).where(QueueItem.queued))))
     assert len(tasks) == n_queued
     first = tasks[0]
     assert first["predictions"][0]["model_version"] == "sample@v1"
@@ -250,3 +259,31 @@ def test_label_studio_round_trip(
         assert " > ".join(labels[task["data"]["product_id"]]) == expected
     rows = out.read_text().splitlines()[1:]
     assert all(",labelstudio:ann" in r and "2026-01-02T03:04:05Z" in r for r in rows)
+
+
+def _header(client: TestClient, path: str) -> str:
+    page = client.get(path)
+    assert page.status_code == 200, page.text
+    return page.text[page.text.index("<header>") : page.text.index("</header>")]
+
+
+def test_the_desk_header_names_the_model_that_queued(
+    tmp_path: Path, desk_predictions, sample_catalogue: Catalogue, sample_model_dir: Path
+) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'desk.db'}")
+    add_user(db, "ana", "correct horse", "admin")
+    with TestClient(create_app(db), follow_redirects=False) as client:
+        login = client.get("/login").text
+        body = {"name": "ana", "password": "correct horse", "csrf_token": csrf_of(login)}
+        assert client.post("/login", data=body).status_code == 303
+        assert "no model has queued products yet" in _header(client, "/desk")
+        model, _ = desk_predictions
+        build_queue(db, model, sample_catalogue.products[:12])
+        version = model_version(sample_model_dir)
+        for path in ("/desk", "/admin"):
+            header = " ".join(_header(client, path).split())
+            assert f"model <b>{sample_model_dir.name}</b> ({model.head_kind})" in header
+            assert f"version <code>{version}</code>" in header
+        script = client.get("/static/desk.js").text
+        assert "unknown kind" not in script and "decision: unknown (" in script
+    db.dispose()

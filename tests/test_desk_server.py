@@ -15,7 +15,7 @@ from desk_support import DeskServer, Reviewer, create_database, csrf_of
 from prodcat.catalogue import Catalogue
 from prodcat.desk.app import create_app
 from prodcat.desk.auth import add_user
-from prodcat.desk.db import Answer, Database, Item
+from prodcat.desk.db import Database, QueueItem, ReviewAnswer
 from prodcat.desk.queue import record_predictions
 
 PASSWORD = "correct horse battery"
@@ -74,7 +74,7 @@ def test_every_route_refuses_anonymous_visitors(desk) -> None:
 
 def db_one_queued(db: Database) -> str:
     with db.session() as s:
-        return s.scalar(select(Item.product_id).where(Item.queued).limit(1))
+        return s.scalar(select(QueueItem.product_id).where(QueueItem.queued).limit(1))
 
 
 def test_session_cookie_is_httponly_and_samesite(desk) -> None:
@@ -106,7 +106,7 @@ def test_csrf_rejected_without_the_token(desk) -> None:
     for path in ("/api/undo", "/api/skip", "/logout"):
         assert rev.client.post(path, json={"product_id": task["product_id"]}).status_code == 403
     with db.session() as s:
-        assert s.scalar(select(Answer).where(Answer.reviewer == "rev5")) is None
+        assert s.scalar(select(ReviewAnswer).where(ReviewAnswer.reviewer == "rev5")) is None
     ok = rev.answer(task["product_id"], task["top"][0]["category"])
     assert ok.status_code == 200 and ok.json()["agreed"] is True
     assert rev.post("/api/undo").json()["task"]["product_id"] == task["product_id"]
@@ -171,7 +171,9 @@ def test_concurrent_reviewers_never_get_the_same_product(desk) -> None:
     assert len(handed) == 4 * per_reviewer
     assert len(set(handed)) == len(handed), "two reviewers got the same product"
     with db.session() as s:
-        answers = list(s.scalars(select(Answer).where(Answer.reviewer.in_(REVIEWERS[:4]))))
+        answers = list(
+            s.scalars(select(ReviewAnswer).where(ReviewAnswer.reviewer.in_(REVIEWERS[:4])))
+        )
     assert sorted(a.product_id for a in answers) == sorted(handed)
 
 
@@ -188,7 +190,7 @@ def test_kill_9_loses_no_acknowledged_answer(desk) -> None:
     server.kill9()  # no shutdown, no flush: the process just disappears
     server.start()
     with db.session() as s:
-        rows = s.scalars(select(Answer).where(Answer.reviewer == "rev4"))
+        rows = s.scalars(select(ReviewAnswer).where(ReviewAnswer.reviewer == "rev4"))
         stored = {a.product_id: a.category for a in rows}
     assert stored == acknowledged
     # the same browser session still works after the restart (the key lives in the database)

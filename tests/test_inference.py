@@ -18,7 +18,7 @@ from prodcat.cli.main import app as cli_app
 from prodcat.features.cache import FeatureCache
 from prodcat.heads.onnx_runtime import OnnxHead
 from prodcat.model.bundle import Model
-from prodcat.model.predictor import Item, Predictor
+from prodcat.model.predictor import Predictor, ProductInput
 from prodcat.serving import Settings, create_app
 
 
@@ -57,14 +57,15 @@ def test_onnx_head_gives_the_torch_heads_probabilities(
 PROBE = """
 import json, sys
 from pathlib import Path
-from prodcat.model.predictor import Item, Predictor
+from prodcat.model.predictor import ProductInput, Predictor
 from prodcat.model.bundle import Model
 from prodcat.serving import Settings, create_app
 from fastapi.testclient import TestClient
 
 folder, photo = Path(sys.argv[1]), Path(sys.argv[2])
 model = Model.load(folder)
-(answer,) = Predictor(model).predict([Item("p", "Men Blue Running Shoes", photo.read_bytes())])
+product = ProductInput("p", "Men Blue Running Shoes", photo.read_bytes())
+(answer,) = Predictor(model).predict([product])
 with TestClient(create_app(Settings(model_dir=folder))) as client:
     r = client.post("/v1/predict", files={"image": ("p.jpg", photo.read_bytes())},
                     data={"title": "Men Blue Running Shoes"})
@@ -144,7 +145,10 @@ def test_api_cli_and_python_api_give_the_same_answers(
 def test_predictor_answers_from_the_title_when_the_photo_fails(sample_model_dir: Path) -> None:
     predictor = Predictor(Model.load(sample_model_dir))
     good, bad = predictor.predict(
-        [Item("a", "Women Black Handbag"), Item("b", "Women Black Handbag", b"not an image")]
+        [
+            ProductInput("a", "Women Black Handbag"),
+            ProductInput("b", "Women Black Handbag", b"not an image"),
+        ]
     )
     assert good.error is None and bad.error is not None
     assert "not an image Pillow can read" in bad.error

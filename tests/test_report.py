@@ -7,7 +7,9 @@ probability on a wrong class.
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import re
 import shutil
 import subprocess
@@ -18,9 +20,13 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from PIL import Image
 
 from prodcat.catalogue import Catalogue
+from prodcat.report.class_sections import heatmap_font_size
+from prodcat.report.gate_sections import MIN_OUT_OF_CLASS
 from prodcat.report.html import write_report
+from prodcat.report.sections import family_label
 from prodcat.taxonomy.tree import format_path
 from prodcat.training.metrics import evaluate
 
@@ -49,7 +55,7 @@ EXPERIMENTS = [
     },
 ]
 TRIALS = [
-    {"family": "l2", "params": {"C": 1.0}, "val_accuracy": 0.9, "fit_seconds": 0.4},
+    {"family": "l2", "params": {"C": 4.656804637919565}, "val_accuracy": 0.9, "fit_seconds": 0.4},
     {"family": "l2", "params": {"C": 10.0}, "val_accuracy": 0.93, "fit_seconds": 0.5},
     {"family": "l1", "params": {"C": 3.0}, "val_accuracy": 0.88, "fit_seconds": 1.2},
     {"family": "rf", "params": {"n_estimators": 100}, "val_accuracy": 0.85, "fit_seconds": 9.0},
@@ -112,7 +118,15 @@ def small_report(
             "encoders": ["minilm", "effnet-lite0"],
             "n_classes": 20,
             "training_seconds": 12.5,
-            "validation": {"accuracy": 0.93, "selection": "10% holdout"},
+            "validation": {
+                "accuracy": 0.9733333333333334,
+                "selection": "10% holdout",
+                "level_accuracy": [1.0, 0.9933333333333333, 0.9733333333333334],
+                "ece_uncalibrated": 0.061477476625079436,
+                "n_out_of_class": 2,
+                "ood_auroc": 0.65,
+            },
+            "excluded_classes": {"Footwear > Shoes > Sandals": 2, "Apparel > Belts": 3},
         },
         experiments=EXPERIMENTS,
         model_selection=TRIALS,
@@ -151,7 +165,6 @@ def test_headline_figures_and_tables(
     assert '<tr class="best"><td>fusion</td><td class="num">95.0%</td>' in page
     assert "<td>97.0% / 96.0% / 95.0%</td>" in page
     assert "n_estimators=100" in page and "93.0%" in page  # model selection table
-    assert html.escape('"selection": "10% holdout"') in page  # nested model info as JSON
     assert "<td>minilm, effnet-lite0</td>" in page
 
 
@@ -176,6 +189,98 @@ def test_title_is_escaped(small_report: tuple[str, dict[str, Any], list[str], Pa
     page, *_ = small_report
     escaped = "Sample &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; report"
     assert f"<title>{escaped}</title>" in page and f"<h1>{escaped}</h1>" in page
+
+
+def _section(page: str, key: str) -> str:
+    """The HTML of the page's section `key` (its id)."""
+    match = re.search(rf'<section id="{key}">(.*?)</section>', page, re.DOTALL)
+    assert match, f"no section {key!r}"
+    return match.group(1)
+
+
+def test_model_section_is_a_readable_table(
+    small_report: tuple[str, dict[str, Any], list[str], Path],
+) -> None:
+    page, *_ = small_report
+    model = _section(page, "model")
+    assert "<pre>" not in model and "{" not in model  # no raw JSON
+    assert "9733" not in model and "0614774" not in model  # no 16-digit floats
+    assert '<td>validation</td><td><table class="nested">' in model  # nested: a small table
+    assert "<tr><td>accuracy</td><td>97.3%</td></tr>" in model
+    assert "<tr><td>level_accuracy</td><td>100.0% / 99.3% / 97.3%</td></tr>" in model
+    assert "<tr><td>ece_uncalibrated</td><td>0.06148</td></tr>" in model  # no rate: 4 digits
+    assert "<tr><td>selection</td><td>10% holdout</td></tr>" in model
+    assert "<tr><td>n_out_of_class</td><td>2</td></tr>" in model
+    caveat = "rests on 2 out-of-class products: too few to mean anything"
+    assert f"<tr><td>ood_auroc</td><td>{caveat}</td></tr>" in model and "0.65" not in model
+    assert "<tr><td>Footwear &gt; Shoes &gt; Sandals</td><td>2</td></tr>" in model
+    assert "<tr><td>training_seconds</td><td>12.5 s</td></tr>" in model
+
+
+def test_model_selection_says_what_the_families_are(
+    small_report: tuple[str, dict[str, Any], list[str], Path],
+) -> None:
+    page, *_ = small_report
+    selection = html.unescape(_section(page, "selection"))
+    assert (
+        "4 trials, best first (l2: L2-regularised logistic regression; "
+        "l1: L1-regularised logistic regression; rf: random forest)."
+    ) in selection
+    assert "C=4.657" in selection and "4.6568" not in selection  # parameters rounded
+    # The chart's bars are labelled with the same names.
+    assert family_label("l1") == "L1-regularised logistic regression (l1)"
+    assert family_label("rf") == "random forest (rf)"
+    assert family_label("fusion-mlp") == "fusion-mlp"  # a family without a longer name
+
+
+def test_confusion_matrix_numbers_are_readable(
+    small_report: tuple[str, dict[str, Any], list[str], Path],
+) -> None:
+    page, metrics, _, _ = small_report
+    assert len(metrics["confusion"]["labels"]) == 20
+    # About half a cell: smaller as classes grow, never below 7 points nor above 11.
+    sizes = [heatmap_font_size(n) for n in (5, 20, 22, 25)]
+    assert sizes == [11.0, 9.7, 8.8, 7.8]
+    (data,) = re.findall(r'alt="confusion matrix" src="data:image/png;base64,([^"]+)"', page)
+    width, height = Image.open(io.BytesIO(base64.b64decode(data))).size
+    assert width <= 1026 and height < width  # the page's content width: never scaled down
+
+
+def _ood_metrics(n_out_of_class: int) -> dict[str, Any]:
+    return {
+        "n_in_class": 130,
+        "n_out_of_class": n_out_of_class,
+        "ood_comparison": {
+            "ood_score": {"auroc": 0.5692307692307692, "flagged_at_95": 0.0},
+            "signal:text_distance": {"auroc": 0.5884615384615385, "flagged_at_95": 0.5},
+        },
+    }
+
+
+@pytest.mark.parametrize("n_out_of_class", [2, MIN_OUT_OF_CLASS - 1])
+def test_ood_section_says_when_it_rests_on_too_few_products(
+    tmp_path: Path, n_out_of_class: int
+) -> None:
+    metrics = _ood_metrics(n_out_of_class)
+    page = write_report(tmp_path, title="t", metrics=metrics, model_info={}).read_text()
+    ood = _section(page, "ood")
+    warning = f"rests on {n_out_of_class} out-of-class products: too few to mean anything"
+    assert f'<p class="warning">This comparison {warning}' in ood
+    assert f"at least {MIN_OUT_OF_CLASS} products of classes" in ood
+    # The AUROCs are folded away under a summary that says they mean nothing, and not charted.
+    shown, folded = ood.split("<details>", 1)
+    assert "0.569" not in shown and '<td class="num">0.569</td>' in folded
+    assert f"The figures over {n_out_of_class} products (not meaningful)</summary>" in folded
+    assert "<img" not in ood
+
+
+def test_ood_section_with_enough_products_shows_the_scores(tmp_path: Path) -> None:
+    metrics = _ood_metrics(MIN_OUT_OF_CLASS)
+    page = write_report(tmp_path, title="t", metrics=metrics, model_info={}).read_text()
+    ood = _section(page, "ood")
+    assert "too few" not in ood and "<details>" not in ood
+    assert '<td class="num">0.569</td>' in ood and '<td class="num">50.0%</td>' in ood
+    assert 'alt="out-of-class products flagged by each score"' in ood
 
 
 def test_many_classes_get_the_top_confusions_table_and_no_optional_sections(

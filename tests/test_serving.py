@@ -4,6 +4,8 @@ schema checked against what the routes do (schemathesis)."""
 from __future__ import annotations
 
 import base64
+import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,12 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from sqlalchemy import select
 
+from prodcat.catalogue import Catalogue
+from prodcat.desk.db import Database, QueueItem
+from prodcat.desk.queue import build_queue, queue_model
+from prodcat.model.bundle import Model, model_version
 from prodcat.serving import Settings, create_app
 
 
@@ -108,6 +115,47 @@ def test_model_health_and_metrics(api: TestClient) -> None:
     assert "prodcat_http_request_duration_seconds_bucket" in text
     assert 'prodcat_predictions_total{decision="' in text
     assert f'prodcat_model_info{{model_version="{info["model_version"]}"}} 1.0' in text
+
+
+def test_one_model_version_for_the_bundle_the_api_and_the_desk(
+    api: TestClient, sample_model_dir: Path, sample_catalogue: Catalogue, tmp_path: Path
+) -> None:
+    version = model_version(sample_model_dir)
+    assert len(version) == 12 and Model.load(sample_model_dir).version == version
+    assert api.get("/v1/model").json()["model_version"] == version
+    assert api.get("/healthz").json()["model_version"] == version
+    answer = api.post("/v1/predict", json={"title": "Men Brown Leather Belt"}).json()
+    assert answer["model_version"] == version
+    batch = api.post("/v1/predict/batch", json={"items": [{"title": "Women Blue Jeans"}]}).json()
+    assert batch["model_version"] == batch["items"][0]["prediction"]["model_version"] == version
+    assert f'prodcat_model_info{{model_version="{version}"}} 1.0' in api.get("/metrics").text
+    db = Database(f"sqlite:///{tmp_path / 'desk.db'}")
+    build_queue(db, Model.load(sample_model_dir), sample_catalogue.products[:12])
+    with db.session() as s:
+        assert set(s.scalars(select(QueueItem.model_version))) == {version}
+    shown = queue_model(db)
+    assert shown is not None and shown.version == version
+    assert shown.name == sample_model_dir.name
+    db.dispose()
+
+
+def test_any_changed_file_changes_the_model_version(sample_model_dir: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(sample_model_dir, tmp_path / "model"))
+    versions = [model_version(copy)]
+    assert versions[0] == model_version(sample_model_dir)  # the content, not the folder's path
+    gate = copy / "gate" / "gate.json"
+    config = json.loads(gate.read_text())
+    gate.write_text(json.dumps({**config, "edited": True}))  # the gate alone
+    versions.append(model_version(copy))
+    assert Model.load(copy).version == versions[-1]
+    (copy / "head" / "weights.safetensors").rename(copy / "head" / "renamed.safetensors")
+    versions.append(model_version(copy))
+    (copy / "photo_encoder.onnx").write_bytes(b"any file of the folder counts")
+    versions.append(model_version(copy))
+    assert len(set(versions)) == len(versions)
+    assert model_version(copy) == versions[-1]  # and it is stable
+    with pytest.raises(ValueError, match="is not a model directory"):
+        model_version(tmp_path / "nothing here")
 
 
 def test_api_keys(sample_model_dir: Path) -> None:

@@ -23,7 +23,7 @@ from prodcat.encoders import get_encoder
 from prodcat.encoders.image import EfficientNetLiteEncoder
 from prodcat.features.cache import FeatureCache
 from prodcat.model.bundle import ENCODER_FILE, Model, ModelError
-from prodcat.model.predictor import Item, Predictor
+from prodcat.model.predictor import Predictor, ProductInput
 from prodcat.paths import tuned_scratch_dir
 from prodcat.taxonomy.tree import format_path
 from prodcat.training.train import TrainOptions, TrainResult, train
@@ -108,7 +108,7 @@ def test_saved_model_predicts_what_the_trained_one_did(
     loaded = Model.load(folder)  # the head's ONNX graph: equal up to float rounding
     np.testing.assert_allclose(loaded.predict_proba(inputs), result.test_proba, atol=1e-6)
     # The in-memory path (predict, the REST API) runs the copy in the model folder the same way.
-    items = [Item(p.id, p.text, Path(p.image or "").read_bytes()) for p in test[:8]]
+    items = [ProductInput(p.id, p.text, Path(p.image or "").read_bytes()) for p in test[:8]]
     answers = Predictor(loaded).predict(items)
     wanted = [format_path(p.label or ()) for p in test[:8]]
     assert [a.category for a in answers] == [

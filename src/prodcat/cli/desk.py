@@ -50,7 +50,7 @@ def queue_cmd(
     """Queue the products the model is unsure of (review / unknown) with their top-5
     suggestions; record the accepted ones as auto-labelled. Re-running adds only new products
     and re-scores unanswered ones with this model (most uncertain first)."""
-    from prodcat.desk.queue import build_queue, model_version
+    from prodcat.desk.queue import build_queue
     from prodcat.features.cache import FeatureCache
 
     mapping = common.column_mapping(
@@ -59,9 +59,7 @@ def queue_cmd(
     model = common.load_model_or_exit(model_dir)
     cat = common.load_catalogue_or_exit(catalogue, mapping)
     database = _db(db)
-    result = build_queue(
-        database, model, model_version(model, model_dir), cat, cache=FeatureCache(cache_dir)
-    )
+    result = build_queue(database, model, cat, cache=FeatureCache(cache_dir))
     common.out.print(
         f"{result.queued:,} products for people, {result.auto_labelled:,} auto-labelled; "
         f"{result.added:,} new, {result.rescored:,} re-scored by this model, "

@@ -21,8 +21,8 @@ from pydantic import BaseModel
 from starlette.middleware.sessions import SessionMiddleware
 
 from prodcat.desk import auth, review, stats
-from prodcat.desk.db import Database, Item, User
-from prodcat.desk.queue import taxonomy
+from prodcat.desk.db import Database, QueueItem, User
+from prodcat.desk.queue import queue_model, taxonomy
 
 HERE = Path(__file__).parent
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
@@ -161,6 +161,7 @@ def create_app(db: Database) -> FastAPI:
             {
                 "user": user,
                 "csrf": auth.csrf_token(request.session),
+                "model": queue_model(db),
                 # inside <script type="application/json">: no "<" may end the element early,
                 # whatever a reviewer typed as a new category name
                 "taxonomy_json": json.dumps(taxonomy(db)).replace("<", "\\u003c"),
@@ -203,7 +204,7 @@ def create_app(db: Database) -> FastAPI:
     @app.get("/image/{product_id}")
     def image(product_id: str, _user: UserDep) -> Response:
         with db.session() as s:
-            item = s.get(Item, product_id)
+            item = s.get(QueueItem, product_id)
         path = Path(item.image_path) if item and item.image_path else None
         if path is None or path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
             raise HTTPException(404, f"product {product_id!r} has no photo in the queue")
@@ -220,6 +221,7 @@ def create_app(db: Database) -> FastAPI:
             {
                 "user": user,
                 "csrf": auth.csrf_token(request.session),
+                "model": queue_model(db),
                 "p": stats.progress(db),
                 "lease_minutes": lease,
             },

@@ -40,7 +40,7 @@ class Base(DeclarativeBase):
     pass
 
 
-class Item(Base):
+class QueueItem(Base):
     """One product the model has seen: queued for people (review / unknown) or auto-labelled."""
 
     __tablename__ = "items"
@@ -69,7 +69,7 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
-class Answer(Base):
+class ReviewAnswer(Base):
     """A person's category for a product; `agreed` = it equals the model's top suggestion."""
 
     __tablename__ = "answers"
@@ -115,7 +115,7 @@ class Setting(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
-Index("ix_items_queue_order", Item.queued, Item.probability, Item.product_id)
+Index("ix_items_queue_order", QueueItem.queued, QueueItem.probability, QueueItem.product_id)
 
 
 def normalise_url(url: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from prodcat.desk.db import Answer, Database, Item, utcnow
+from prodcat.desk.db import Database, QueueItem, ReviewAnswer, utcnow
 
 LABEL_COLUMNS = ("id", "category", "reviewer", "time", "model_suggestion", "agreed", "new_category")
 LS_FROM, LS_TO = "category", "image"
@@ -20,7 +20,9 @@ LS_FROM, LS_TO = "category", "image"
 def export_labels(db: Database, out: Path) -> int:
     """One row per answer, oldest first; returns the number of rows."""
     with db.session() as s:
-        answers = list(s.scalars(select(Answer).order_by(Answer.created_at, Answer.id)))
+        answers = list(
+            s.scalars(select(ReviewAnswer).order_by(ReviewAnswer.created_at, ReviewAnswer.id))
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -43,7 +45,9 @@ def export_labels(db: Database, out: Path) -> int:
 def labelstudio_tasks(db: Database, image_url: str = "/image/{id}") -> list[dict[str, Any]]:
     """The open queue as Label Studio tasks, the model's top-5 as its prediction."""
     with db.session() as s:
-        items = list(s.scalars(select(Item).where(Item.queued).order_by(Item.probability)))
+        items = list(
+            s.scalars(select(QueueItem).where(QueueItem.queued).order_by(QueueItem.probability))
+        )
     tasks = []
     for item in items:
         top = json.loads(item.top_json)
@@ -111,16 +115,18 @@ def import_labelstudio(db: Database, export: Path) -> ImportResult:
         for n, task in enumerate(tasks, 1):
             for answer in _task_answers(task, n, result.problems):
                 pid, reviewer, category, when = answer
-                item = s.get(Item, pid)
+                item = s.get(QueueItem, pid)
                 if item is None:
                     result.problems.append(f"task {n}: product {pid!r} is not in the queue")
                     continue
-                mine = select(Answer).where(Answer.product_id == pid, Answer.reviewer == reviewer)
+                mine = select(ReviewAnswer).where(
+                    ReviewAnswer.product_id == pid, ReviewAnswer.reviewer == reviewer
+                )
                 if s.scalar(mine) is not None:
                     result.already += 1
                     continue
                 s.add(
-                    Answer(
+                    ReviewAnswer(
                         product_id=pid,
                         reviewer=reviewer,
                         category=category,

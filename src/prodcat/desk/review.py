@@ -15,7 +15,16 @@ from typing import Any
 from sqlalchemy import and_, delete, exists, func, select, text
 from sqlalchemy.orm import Session
 
-from prodcat.desk.db import Answer, Database, Item, Lease, Skip, User, put_setting, utcnow
+from prodcat.desk.db import (
+    Database,
+    Lease,
+    QueueItem,
+    ReviewAnswer,
+    Skip,
+    User,
+    put_setting,
+    utcnow,
+)
 
 DEFAULT_LEASE_MINUTES = 10
 
@@ -46,7 +55,7 @@ class Task:
         }
 
 
-def task_of(item: Item) -> Task:
+def task_of(item: QueueItem) -> Task:
     return Task(
         product_id=item.product_id,
         title=item.title,
@@ -108,10 +117,10 @@ def next_task(db: Database, user: User) -> Task | None:
         now = utcnow()
         s.execute(delete(Lease).where(Lease.expires_at <= now))
         held = s.scalar(
-            select(Item)
-            .join(Lease, Lease.product_id == Item.product_id)
+            select(QueueItem)
+            .join(Lease, Lease.product_id == QueueItem.product_id)
             .where(Lease.user_id == user.id)
-            .order_by(Item.probability, Item.product_id)
+            .order_by(QueueItem.probability, QueueItem.product_id)
             .limit(1)
         )
         if held is not None:
@@ -124,21 +133,25 @@ def next_task(db: Database, user: User) -> Task | None:
         return task_of(item)
 
 
-def _free_item(s: Session, db: Database, user: User, needed: int) -> Item | None:
+def _free_item(s: Session, db: Database, user: User, needed: int) -> QueueItem | None:
     n_answers = (
-        select(func.count(Answer.id)).where(Answer.product_id == Item.product_id).scalar_subquery()
+        select(func.count(ReviewAnswer.id))
+        .where(ReviewAnswer.product_id == QueueItem.product_id)
+        .scalar_subquery()
     )
     n_leases = (
         select(func.count(Lease.id))
-        .where(Lease.product_id == Item.product_id, Lease.user_id != user.id)
+        .where(Lease.product_id == QueueItem.product_id, Lease.user_id != user.id)
         .scalar_subquery()
     )
-    mine = exists().where(Answer.product_id == Item.product_id, Answer.reviewer == user.name)
-    skipped = exists().where(and_(Skip.product_id == Item.product_id, Skip.user_id == user.id))
+    mine = exists().where(
+        ReviewAnswer.product_id == QueueItem.product_id, ReviewAnswer.reviewer == user.name
+    )
+    skipped = exists().where(and_(Skip.product_id == QueueItem.product_id, Skip.user_id == user.id))
     stmt = (
-        select(Item)
-        .where(Item.queued, ~mine, ~skipped, n_answers + n_leases < needed)
-        .order_by(Item.probability, Item.product_id)
+        select(QueueItem)
+        .where(QueueItem.queued, ~mine, ~skipped, n_answers + n_leases < needed)
+        .order_by(QueueItem.probability, QueueItem.product_id)
         .limit(1)
     )
     return s.scalar(stmt)
@@ -146,22 +159,22 @@ def _free_item(s: Session, db: Database, user: User, needed: int) -> Item | None
 
 def answer(
     db: Database, user: User, product_id: str, category: str, *, new_category: bool = False
-) -> Answer:
+) -> ReviewAnswer:
     """Record the reviewer's category for a product and release the lease; committed on return."""
     category = " > ".join(part.strip() for part in category.split(">") if part.strip())
     if not category:
         raise ReviewError(f"product {product_id}: the category is empty; expected 'A > B > C'")
     with db.session() as s, s.begin():
         _lock_slots(s, db)
-        item = s.get(Item, product_id)
+        item = s.get(QueueItem, product_id)
         if item is None or not item.queued:
             raise ReviewError(f"product {product_id!r} is not in the review queue")
-        if s.scalar(select(Answer).where(*_mine(product_id, user))) is not None:
+        if s.scalar(select(ReviewAnswer).where(*_mine(product_id, user))) is not None:
             raise ReviewError(f"product {product_id!r}: you have answered it already")
         lease = s.scalar(select(Lease).where(*_lease_of(product_id, user)))
         if lease is None and _slots_left(s, product_id, user) <= 0:
             raise ReviewError(f"product {product_id!r} has all the answers it needs")
-        row = Answer(
+        row = ReviewAnswer(
             product_id=product_id,
             reviewer=user.name,
             category=category,
@@ -179,7 +192,10 @@ def answer(
 
 def _slots_left(s: Session, product_id: str, user: User) -> int:
     now = utcnow()
-    taken = s.scalar(select(func.count(Answer.id)).where(Answer.product_id == product_id)) or 0
+    taken = (
+        s.scalar(select(func.count(ReviewAnswer.id)).where(ReviewAnswer.product_id == product_id))
+        or 0
+    )
     leased = (
         s.scalar(
             select(func.count(Lease.id)).where(
@@ -192,7 +208,7 @@ def _slots_left(s: Session, product_id: str, user: User) -> int:
 
 
 def _mine(product_id: str, user: User) -> tuple[Any, ...]:
-    return (Answer.product_id == product_id, Answer.reviewer == user.name)
+    return (ReviewAnswer.product_id == product_id, ReviewAnswer.reviewer == user.name)
 
 
 def _lease_of(product_id: str, user: User) -> tuple[Any, ...]:
@@ -202,7 +218,7 @@ def _lease_of(product_id: str, user: User) -> tuple[Any, ...]:
 def skip(db: Database, user: User, product_id: str) -> None:
     """Put the product aside for this reviewer (others still get it) and release the lease."""
     with db.session() as s, s.begin():
-        if s.get(Item, product_id) is None:
+        if s.get(QueueItem, product_id) is None:
             raise ReviewError(f"product {product_id!r} is not in the review queue")
         if s.get(Skip, (product_id, user.id)) is None:
             s.add(Skip(product_id=product_id, user_id=user.id, created_at=utcnow()))
@@ -214,14 +230,14 @@ def undo(db: Database, user: User) -> Task | None:
     with db.session() as s, s.begin():
         _lock_slots(s, db)
         last = s.scalar(
-            select(Answer)
-            .where(Answer.reviewer == user.name, Answer.source == "desk")
-            .order_by(Answer.created_at.desc(), Answer.id.desc())
+            select(ReviewAnswer)
+            .where(ReviewAnswer.reviewer == user.name, ReviewAnswer.source == "desk")
+            .order_by(ReviewAnswer.created_at.desc(), ReviewAnswer.id.desc())
             .limit(1)
         )
         if last is None:
             return None
-        item = s.get(Item, last.product_id)
+        item = s.get(QueueItem, last.product_id)
         s.delete(last)
         s.execute(delete(Lease).where(Lease.user_id == user.id))
         expires = utcnow() + timedelta(minutes=lease_minutes(s))

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from prodcat.desk.db import Answer, Database, Item
+from prodcat.desk.db import Database, QueueItem, ReviewAnswer
 from prodcat.desk.review import answers_per_product
 
 
@@ -17,24 +17,28 @@ def left_for_desk(db: Database, reviewer: str) -> dict[str, int]:
     with db.session() as s:
         needed = answers_per_product(s)
         n_answers = (
-            select(func.count(Answer.id))
-            .where(Answer.product_id == Item.product_id)
+            select(func.count(ReviewAnswer.id))
+            .where(ReviewAnswer.product_id == QueueItem.product_id)
             .scalar_subquery()
         )
         left = s.scalar(
-            select(func.count()).select_from(Item).where(Item.queued, n_answers < needed)
+            select(func.count()).select_from(QueueItem).where(QueueItem.queued, n_answers < needed)
         )
-        mine = s.scalar(select(func.count(Answer.id)).where(Answer.reviewer == reviewer))
+        mine = s.scalar(
+            select(func.count(ReviewAnswer.id)).where(ReviewAnswer.reviewer == reviewer)
+        )
     return {"left": int(left or 0), "mine": int(mine or 0)}
 
 
 def progress(db: Database) -> dict[str, Any]:
     with db.session() as s:
         needed = answers_per_product(s)
-        queued = {i.product_id: i.category for i in s.scalars(select(Item).where(Item.queued))}
-        auto = s.scalar(select(func.count()).select_from(Item).where(~Item.queued)) or 0
-        answers = list(s.scalars(select(Answer).order_by(Answer.id)))
-    by_product: dict[str, list[Answer]] = defaultdict(list)
+        queued = {
+            i.product_id: i.category for i in s.scalars(select(QueueItem).where(QueueItem.queued))
+        }
+        auto = s.scalar(select(func.count()).select_from(QueueItem).where(~QueueItem.queued)) or 0
+        answers = list(s.scalars(select(ReviewAnswer).order_by(ReviewAnswer.id)))
+    by_product: dict[str, list[ReviewAnswer]] = defaultdict(list)
     for a in answers:
         by_product[a.product_id].append(a)
     done = {pid for pid in queued if len(by_product.get(pid, [])) >= needed}
@@ -55,7 +59,7 @@ def progress(db: Database) -> dict[str, Any]:
     }
 
 
-def agreement(answers: list[Answer]) -> dict[str, Any]:
+def agreement(answers: list[ReviewAnswer]) -> dict[str, Any]:
     """Model vs reviewer: share of answers equal to the model's top suggestion. Reviewer vs
     reviewer: share of products with two or more answers whose first two answers agree."""
     model_agree = sum(a.agreed for a in answers)

@@ -6,11 +6,13 @@ options, validation and test figures, a fingerprint of the training data, the pr
 and the out-of-distribution reference, see `prodcat.gate.gate`); a model whose photo network was
 fine-tuned on its catalogue also holds that network (`photo_encoder.onnx`). No pickle anywhere.
 Loading refuses a bundle whose encoders would no longer produce the features the head was trained
-on.
+on. `model_version` (a hash over every file of the folder) names one bundle everywhere: the API,
+the desk and the metrics.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Collection, Sequence
@@ -36,6 +38,7 @@ from prodcat.taxonomy.tree import Taxonomy, format_path, parse_path
 
 MODEL_FORMAT = 1
 ENCODER_FILE = "photo_encoder.onnx"  # a fine-tuned photo network inside the model folder
+VERSION_CHARS = 12  # of the hex digest: short enough to read, long enough never to collide here
 
 
 class ModelError(ValueError):
@@ -57,6 +60,10 @@ class Model:
     # Encoders that run from a file of this model (a photo network fine-tuned on the catalogue,
     # `prodcat train --fine-tune-whole`): encoder name -> its ONNX file.
     encoder_files: dict[str, Path] = field(default_factory=dict)
+    # The folder it was loaded from or last saved to, and that folder's `model_version`; None and
+    # "" for a model never saved.
+    folder: Path | None = None
+    version: str = ""
 
     @property
     def classes(self) -> list[str]:
@@ -244,6 +251,7 @@ class Model:
             "training_data_fingerprint": self.fingerprint,
         }
         (folder / "model.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
+        self.folder, self.version = folder, model_version(folder)
         return folder
 
     def _save_encoder_files(self, folder: Path) -> dict[str, str]:
@@ -288,7 +296,27 @@ class Model:
             fingerprint=config.get("training_data_fingerprint", ""),
             gate=Gate.load(folder / "gate") if (folder / "gate" / "gate.json").exists() else None,
             encoder_files=files,
+            folder=folder,
+            version=model_version(folder),
         )
+
+
+def model_version(folder: str | Path) -> str:
+    """A short hash over every file of a model folder (model.json, head, gate, a tuned photo
+    network, anything else there): one bundle, one version, and any changed byte changes it.
+
+    Each file enters with its path inside the folder, so a renamed or moved file counts too.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelError(f"{folder} is not a model directory: nothing to compute a version from")
+    digest = hashlib.sha256()
+    files = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
+    for name in sorted(files):
+        with files[name].open("rb") as stream:
+            content = hashlib.file_digest(stream, "sha256").digest()
+        digest.update(name.encode() + b"\0" + content)
+    return digest.hexdigest()[:VERSION_CHARS]
 
 
 def _modalities(inputs: Inputs | None, i: int) -> list[str]:
@@ -327,8 +355,6 @@ def build_inputs(
 
 def training_fingerprint(products: Sequence[Product]) -> str:
     """A hash of what the model learnt from: ids, labels, photo and title contents."""
-    import hashlib
-
     digest = hashlib.sha256()
     for p in sorted(products, key=lambda p: p.id):
         label = format_path(p.label) if p.label else ""

@@ -35,7 +35,7 @@ PREFETCH = 2
 
 
 @dataclass(frozen=True)
-class Item:
+class ProductInput:
     """One product to label: its id, title ('' if none) and photo (encoded bytes, a file, None)."""
 
     id: str
@@ -45,9 +45,9 @@ class Item:
 
 @dataclass
 class Prepared:
-    """Items with their photos decoded and preprocessed, ready for the networks."""
+    """Products with their photos decoded and preprocessed, ready for the networks."""
 
-    items: list[Item]
+    items: list[ProductInput]
     pixels: np.ndarray | None  # uint8 (n_decoded, size, size, 3)
     decoded: np.ndarray  # (n,) bool: which items' photos are in `pixels`, in order
     errors: dict[int, str] = field(default_factory=dict)  # item index -> why its photo failed
@@ -55,7 +55,7 @@ class Prepared:
 
 
 @dataclass
-class Timings:
+class StageTimings:
     """Milliseconds spent per stage for one call (a batch shares them)."""
 
     decode_ms: float = 0.0
@@ -95,10 +95,10 @@ class Predictor:
     def warm_up(self) -> None:
         """Open every ONNX session now (they open lazily), so the first request is not slow."""
         white = white_png()
-        self.predict([Item("warm-up", "warm up", white)])
+        self.predict([ProductInput("warm-up", "warm up", white)])
 
     # -- the two stages ---------------------------------------------------------------------
-    def prepare(self, items: Sequence[Item]) -> Prepared:
+    def prepare(self, items: Sequence[ProductInput]) -> Prepared:
         """Decode and preprocess the photos; a photo that fails gets an error, not an exception."""
         started = time.perf_counter()
         items = list(items)
@@ -130,10 +130,10 @@ class Predictor:
         min_confidence: float | None = None,
         threshold: float | None = None,
         modalities: Collection[str] | None = None,
-    ) -> tuple[list[Prediction], Timings]:
+    ) -> tuple[list[Prediction], StageTimings]:
         """Encode, classify and answer the prepared items, in order."""
         items, n = prepared.items, len(prepared.items)
-        timings = Timings(decode_ms=prepared.decode_ms)
+        timings = StageTimings(decode_ms=prepared.decode_ms)
         features: dict[str, np.ndarray] = {}
         masks: dict[str, np.ndarray] = {}
         if self.image_encoder is not None:
@@ -176,7 +176,7 @@ class Predictor:
 
     # -- conveniences ------------------------------------------------------------------------
     def predict(
-        self, items: Sequence[Item], *, min_confidence: float | None = None
+        self, items: Sequence[ProductInput], *, min_confidence: float | None = None
     ) -> list[Prediction]:
         """One answer per item, in order (a photo that fails is answered from the title)."""
         return self.run(self.prepare(items), min_confidence=min_confidence)[0]
@@ -202,7 +202,7 @@ class Predictor:
     def prepare_chunks(
         self, products: Sequence[Product], *, chunk: int = CHUNK
     ) -> Iterator[Prepared]:
-        items = [Item(p.id, p.text, p.image) for p in products]
+        items = [ProductInput(p.id, p.text, p.image) for p in products]
         chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
         with ThreadPoolExecutor(max_workers=2) as pool:
             futures = [pool.submit(self.prepare, c) for c in chunks[:PREFETCH]]

@@ -1,1 +1,2 @@
-"""The static HTML report (`html`) with its gate sections (`gate_sections`)."""
+"""The static HTML report: `html.write_report` writes the page from its sections (`sections`,
+`class_sections`, `gate_sections`), all built from `elements`."""

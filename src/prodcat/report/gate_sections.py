@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from prodcat.report.html import _BLUE, _GREY, _ORANGE, _e, _figure, _percent, _png, _table
+from prodcat.report.elements import BLUE, GREY, ORANGE, escape, figure, note, percent, png, table
+
+# Below this many out-of-class products an out-of-distribution figure is noise (with 2 products an
+# AUROC moves in steps of a half): the report says so instead of showing the figure as a result.
+MIN_OUT_OF_CLASS = 30
 
 OOD_NAMES = {
     "ood_score": "prodcat OOD score (combined)",
@@ -35,11 +39,11 @@ def _decisions_section(metrics: dict[str, Any]) -> str | None:
         return None
     counts = metrics.get("decisions", {})
     rows = [
-        ["coverage (share of in-class products accepted)", _percent(metrics["coverage"], 2)],
-        ["accuracy of accepted products", _percent(metrics.get("accepted_accuracy"), 2)],
-        ["target accuracy (validation)", _percent(metrics.get("target_accuracy"), 2)],
-        ["true class in the top 3 of products sent to review", _percent(metrics["review_top3"])],
-        ["in-class products flagged unknown", _percent(metrics.get("unknown_share"), 2)],
+        ["coverage (share of in-class products accepted)", percent(metrics["coverage"], 2)],
+        ["accuracy of accepted products", percent(metrics.get("accepted_accuracy"), 2)],
+        ["target accuracy (validation)", percent(metrics.get("target_accuracy"), 2)],
+        ["true class in the top 3 of products sent to review", percent(metrics["review_top3"])],
+        ["in-class products flagged unknown", percent(metrics.get("unknown_share"), 2)],
         *[[f"decision {d}", f"{n:,}"] for d, n in counts.items()],
     ]
     thresholds = metrics.get("accept_thresholds")
@@ -47,20 +51,20 @@ def _decisions_section(metrics: dict[str, Any]) -> str | None:
         rows += [[f"accept threshold ({c})", f"{t:.4f}"] for c, t in thresholds.items()]
     elif thresholds is not None:
         rows.append(["accept threshold (given)", f"{float(thresholds):.4f}"])
-    note = (
+    text = (
         "accept: labelled automatically; review: a person checks it with the top-5 suggestions; "
         "unknown: it looks like no class the model knows. Thresholds were chosen on validation."
     )
-    return f'<p class="note">{_e(note)}</p>' + _table(None, rows, {1})
+    return note(text) + table(None, rows, {1})
 
 
 def _calibration_section(metrics: dict[str, Any]) -> str | None:
     summary = metrics.get("reliability")
     if not summary:
         return None
-    with _figure(5.2, 4.2) as (fig, ax):
-        ax.plot([0, 1], [0, 1], color=_GREY, linestyle="--", label="perfect")
-        for key, color in (("uncalibrated", _ORANGE), ("calibrated", _BLUE)):
+    with figure(5.2, 4.2) as (fig, ax):
+        ax.plot([0, 1], [0, 1], color=GREY, linestyle="--", label="perfect")
+        for key, color in (("uncalibrated", ORANGE), ("calibrated", BLUE)):
             bins = summary[key]["reliability"]
             ece = summary[key]["ece"]
             ax.plot(
@@ -74,67 +78,88 @@ def _calibration_section(metrics: dict[str, Any]) -> str | None:
         ax.set_ylabel("accuracy")
         ax.set_title("Reliability diagram")
         ax.legend(loc="upper left", fontsize=8)
-        image = _png(fig, "reliability diagram before and after temperature scaling")
-    note = (
+        image = png(fig, "reliability diagram before and after temperature scaling")
+    text = (
         "Temperature scaling, one temperature per modality case, fitted on validation. A "
         "calibrated model's points lie on the diagonal: of the products it is 90% sure of, 90% "
         "are right."
     )
-    return f'<p class="note">{_e(note)}</p>{image}'
+    return note(text) + image
 
 
 def _coverage_section(metrics: dict[str, Any]) -> str | None:
     curve = metrics.get("coverage_curve")
     if not curve:
         return None
-    with _figure(5.6, 3.6) as (fig, ax):
-        ax.plot([p["coverage"] for p in curve], [p["accuracy"] for p in curve], color=_BLUE)
+    with figure(5.6, 3.6) as (fig, ax):
+        ax.plot([p["coverage"] for p in curve], [p["accuracy"] for p in curve], color=BLUE)
         if metrics.get("coverage") is not None and metrics.get("accepted_accuracy") is not None:
             ax.scatter(
                 [metrics["coverage"]],
                 [metrics["accepted_accuracy"]],
-                color=_ORANGE,
+                color=ORANGE,
                 zorder=3,
                 label="the model's accept threshold",
             )
             ax.legend(loc="lower left", fontsize=8)
         if metrics.get("target_accuracy"):
-            ax.axhline(metrics["target_accuracy"], color=_GREY, linestyle="--")
+            ax.axhline(metrics["target_accuracy"], color=GREY, linestyle="--")
         ax.set_xlabel("coverage (share of products accepted)")
         ax.set_ylabel("accuracy of accepted products")
         ax.set_title("Accuracy vs coverage")
-        image = _png(fig, "accuracy of accepted products against coverage")
+        image = png(fig, "accuracy of accepted products against coverage")
     return image
+
+
+def too_few_products(n: int) -> str:
+    """The caveat shown instead of an out-of-distribution figure over `n` < MIN_OUT_OF_CLASS."""
+    return f"rests on {n:,} out-of-class product{'s' if n != 1 else ''}: too few to mean anything"
 
 
 def _ood_section(metrics: dict[str, Any]) -> str | None:
     comparison = metrics.get("ood_comparison")
     if not comparison:
         return None
+    n_out = int(metrics.get("n_out_of_class", 0))
     rows = [
         [
-            _e(OOD_NAMES.get(name, name)),
+            escape(OOD_NAMES.get(name, name)),
             "-" if v["auroc"] is None else f"{v['auroc']:.3f}",
-            _percent(v["flagged_at_95"]),
+            percent(v["flagged_at_95"]),
         ]
         for name, v in comparison.items()
     ]
-    note = (
-        f"{metrics.get('n_out_of_class', 0):,} out-of-class products against "
-        f"{metrics.get('n_in_class', 0):,} in-class ones. AUROC: the chance that an out-of-class "
-        "product scores higher than an in-class one; flagged at 95%: the share of out-of-class "
-        "products flagged when the threshold lets 95% of in-class products pass."
+    text = (
+        f"{n_out:,} out-of-class products against {metrics.get('n_in_class', 0):,} in-class ones. "
+        "AUROC: the chance that an out-of-class product scores higher than an in-class one; "
+        "flagged at 95%: the share of out-of-class products flagged when the threshold lets 95% "
+        "of in-class products pass."
     )
-    table = _table(["score", "AUROC", "flagged at 95% pass"], rows, {1, 2})
+    html_table = table(["score", "AUROC", "flagged at 95% pass"], rows, {1, 2})
+    if n_out < MIN_OUT_OF_CLASS:
+        # No chart, and the figures folded away: a reader must not take them for a result.
+        warning = (
+            f"This comparison {too_few_products(n_out)} (one product moves the share flagged "
+            f"by {100 / max(n_out, 1):.0f} points). Judge the scores on at least "
+            f"{MIN_OUT_OF_CLASS} products of classes the model was not trained on."
+        )
+        return (
+            f'<p class="warning">{escape(warning)}</p>{note(text)}'
+            f"<details><summary>The figures over {n_out:,} products (not meaningful)</summary>"
+            f"{html_table}</details>"
+        )
+    return note(text) + html_table + _ood_chart(comparison)
+
+
+def _ood_chart(comparison: dict[str, Any]) -> str:
     names = [n for n in comparison if comparison[n]["auroc"] is not None]
-    with _figure(5.6, 0.45 * len(names) + 1.0) as (fig, ax):
+    with figure(5.6, 0.45 * len(names) + 1.0) as (fig, ax):
         ax.barh(
             [OOD_NAMES.get(n, n) for n in names],
             [comparison[n]["flagged_at_95"] or 0 for n in names],
-            color=[_BLUE if n == "ood_score" else _GREY for n in names],
+            color=[BLUE if n == "ood_score" else GREY for n in names],
         )
         ax.set_xlim(0, 1)
         ax.invert_yaxis()
         ax.set_xlabel("share of out-of-class products flagged at 95% in-class pass")
-        image = _png(fig, "out-of-class products flagged by each score")
-    return f'<p class="note">{_e(note)}</p>{table}{image}'
+        return png(fig, "out-of-class products flagged by each score")

@@ -28,7 +28,7 @@ from prodcat import __version__
 
 from .metrics import Metrics
 from .multipart import MultipartError, parse_multipart
-from .predictor import Answer, InputError, ServicePredictor, decode_base64
+from .predictor import InputError, ServiceAnswer, ServicePredictor, decode_base64
 from .schemas import (
     BatchIn,
     BatchItemOut,
@@ -39,7 +39,7 @@ from .schemas import (
     PredictionOut,
     ProductIn,
     Suggestion,
-    Timings,
+    TimingsOut,
 )
 from .settings import Settings
 
@@ -280,7 +280,7 @@ async def _read_product(request: Request, service: ServicePredictor) -> tuple[An
             "the field 'image' is not a file part; send the photo as a file (filename=...)",
             field="image",
         )
-    return service.item(pid, title, image.data if image else None), "image"
+    return service.product_input(pid, title, image.data if image else None), "image"
 
 
 def _json_item(product: ProductIn, service: ServicePredictor, prefix: str = "") -> Any:
@@ -289,7 +289,7 @@ def _json_item(product: ProductIn, service: ServicePredictor, prefix: str = "") 
         image = decode_base64(
             product.image_base64, service.settings.max_image_bytes, field=f"{prefix}image_base64"
         )
-    return service.item(product.id, product.title, image, prefix=prefix)
+    return service.product_input(product.id, product.title, image, prefix=prefix)
 
 
 def _check_content_type(request: Request, accepted: tuple[str, ...]) -> str:
@@ -339,7 +339,9 @@ def _subset(prepared: Any, positions: list[int]) -> Any:
     )
 
 
-def _prediction_out(answer: Answer, service: ServicePredictor, received: float) -> PredictionOut:
+def _prediction_out(
+    answer: ServiceAnswer, service: ServicePredictor, received: float
+) -> PredictionOut:
     p = answer.prediction
     levels = p.top[0][0].split(" > ") if p.top else []
     return PredictionOut(
@@ -356,7 +358,7 @@ def _prediction_out(answer: Answer, service: ServicePredictor, received: float) 
         ood_score=p.ood_score,
         modalities=p.modalities,  # type: ignore[arg-type]
         model_version=service.model_version,
-        timings=Timings(
+        timings=TimingsOut(
             **answer.timings, total_ms=round((time.perf_counter() - received) * 1000, 3)
         ),
     )

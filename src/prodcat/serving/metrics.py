@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 if TYPE_CHECKING:
-    from .predictor import Answer
+    from .predictor import ServiceAnswer
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -71,7 +71,7 @@ class Metrics:
             self.errors.labels(route, str(response.status_code)).inc()
         return response
 
-    def count_decisions(self, answers: Sequence[Answer]) -> None:
+    def count_decisions(self, answers: Sequence[ServiceAnswer]) -> None:
         for answer in answers:
             self.decisions.labels(answer.prediction.decision).inc()
         if answers:

@@ -12,19 +12,17 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import hashlib
 import time
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
 from prodcat.model.bundle import Model
 from prodcat.model.prediction import Prediction
-from prodcat.model.predictor import Item, Predictor, Prepared, Timings
+from prodcat.model.predictor import Predictor, Prepared, ProductInput, StageTimings
 
 from .settings import Settings
 
@@ -83,7 +81,9 @@ def decode_base64(data: str, max_bytes: int, field: str = "image_base64") -> byt
 
 
 @dataclass
-class Answer:
+class ServiceAnswer:
+    """One product's answer from the service: the prediction and how long each stage took."""
+
     prediction: Prediction
     timings: dict[str, Any]  # stage -> ms, and batch_size
 
@@ -96,7 +96,7 @@ class ServicePredictor:
         started = time.perf_counter()
         self.model = Model.load(settings.model_dir)
         self.predictor = Predictor(self.model, max_pixels=settings.max_image_pixels)
-        self.model_version = model_version(settings.model_dir)
+        self.model_version = self.model.version  # the bundle's: the desk reports the same
         if settings.warm_up:
             self.predictor.warm_up()
         self.load_seconds = time.perf_counter() - started
@@ -131,9 +131,9 @@ class ServicePredictor:
             self._executor = None
 
     # -- requests ---------------------------------------------------------------------------
-    def item(
+    def product_input(
         self, index: str | None, title: object, image: bytes | None, *, prefix: str = ""
-    ) -> Item:
+    ) -> ProductInput:
         """Check one product's fields; refuses a product with neither a title nor a photo."""
         clean = check_title(title, self.settings.max_title_chars, field=f"{prefix}title")
         if image is not None and len(image) > self.settings.max_image_bytes:
@@ -148,9 +148,9 @@ class ServicePredictor:
                 "the product has neither a title nor an image; send a title, an image or both",
                 field=f"{prefix}title",
             )
-        return Item(index or "", clean, image)
+        return ProductInput(index or "", clean, image)
 
-    def prepare(self, item: Item, image_field: str) -> Prepared:
+    def prepare(self, item: ProductInput, image_field: str) -> Prepared:
         """Decode the photo (run in a worker thread); a photo that fails is an InputError."""
         prepared = self.predictor.prepare([item])
         if prepared.errors:
@@ -158,14 +158,14 @@ class ServicePredictor:
             raise InputError(f"{image_field}: {message}", field=image_field)
         return prepared
 
-    async def answer(self, prepared: Prepared) -> list[Answer]:
+    async def answer(self, prepared: Prepared) -> list[ServiceAnswer]:
         """Queue decoded products for the networks and wait for their answers."""
         await self.start()
         if self._queue is None:
             raise RuntimeError("the batcher did not start: no queue to put the request on")
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         await self._queue.put((prepared, future, time.perf_counter()))
-        return cast(list[Answer], await future)
+        return cast(list[ServiceAnswer], await future)
 
     # -- the batcher --------------------------------------------------------------------------
     async def _batches(self) -> None:
@@ -209,19 +209,21 @@ class ServicePredictor:
         for prepared, future, queued in jobs:
             n = len(prepared.items)
             answers = [
-                Answer(p, self._timings(prepared, timings, queued, run_started, len(merged.items)))
+                ServiceAnswer(
+                    p, self._timings(prepared, timings, queued, run_started, len(merged.items))
+                )
                 for p in predictions[offset : offset + n]
             ]
             offset += n
             if not future.done():
                 future.set_result(answers)
 
-    def _predict(self, prepared: Prepared) -> tuple[list[Prediction], Timings]:
+    def _predict(self, prepared: Prepared) -> tuple[list[Prediction], StageTimings]:
         return self.predictor.run(prepared, min_confidence=self.settings.min_confidence)
 
     @staticmethod
     def _timings(
-        prepared: Prepared, timings: Timings, queued: float, run_started: float, batch: int
+        prepared: Prepared, timings: StageTimings, queued: float, run_started: float, batch: int
     ) -> dict[str, Any]:
         return {
             "decode_ms": round(prepared.decode_ms, 3),
@@ -250,13 +252,3 @@ def merge_prepared(parts: list[Prepared]) -> Prepared:
         errors=errors,
         decode_ms=sum(p.decode_ms for p in parts),
     )
-
-
-def model_version(folder: Path) -> str:
-    """A short content hash of the model's files that define its answers."""
-    digest = hashlib.sha256()
-    for name in ("model.json", "head/config.json", "head/weights.safetensors", "head/head.onnx"):
-        path = Path(folder) / name
-        if path.is_file():
-            digest.update(name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:12]

@@ -32,7 +32,7 @@ class Suggestion(BaseModel):
     probability: float
 
 
-class Timings(BaseModel):
+class TimingsOut(BaseModel):
     """Milliseconds per stage; image/text/head times are those of the micro-batch it ran in."""
 
     decode_ms: float
@@ -57,7 +57,7 @@ class PredictionOut(BaseModel):
     ood_score: float | None = Field(description="Out-of-distribution score (higher: stranger).")
     modalities: list[Literal["image", "text"]] = Field(description="What the answer was made from.")
     model_version: str
-    timings: Timings
+    timings: TimingsOut
 
 
 class ErrorOut(BaseModel):

@@ -36,7 +36,9 @@
     $("photo").src = t.image_url || "";
     $("title").textContent = t.title;
     $("pid").textContent = "product " + t.product_id;
-    $("decision").textContent = t.decision === "unknown" ? "model: unknown kind" : "model: unsure";
+    // The decision, not the model's name (that is in the header): "unknown" = like no known class.
+    $("decision").textContent = t.decision === "unknown"
+      ? "decision: unknown (unlike every class the model knows)" : "decision: review (the model is unsure)";
     t.top.forEach((s, i) => {
       const b = document.createElement("button");
       b.type = "button"; b.dataset.category = s.category;
