@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 
 from prodcat.catalogue import load_catalogue
-from prodcat.cli.main import sample_catalogue
+from prodcat.cli.demo import sample_catalogue
 from prodcat.desk.auth import add_user
 from prodcat.desk.db import Database
 from prodcat.desk.queue import build_queue

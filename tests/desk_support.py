@@ -51,7 +51,7 @@ def wait_for(url: str, proc: subprocess.Popen[bytes] | None = None, seconds: flo
 
 
 class DeskServer:
-    """`python -m prodcat.cli.main review --db URL --port P`, started, killed and restarted."""
+    """`python -m prodcat.cli review --db URL --port P`, started, killed and restarted."""
 
     def __init__(self, db_url: str, log: Path) -> None:
         self.db_url, self.log = db_url, log

@@ -23,6 +23,7 @@ from prodcat.catalogue import (
     load_catalogue,
     summarise,
 )
+from prodcat.catalogue.columns import close_column
 
 LEVELS = ("masterCategory", "subCategory", "articleType")
 
@@ -512,6 +513,39 @@ def test_missing_columns_suggests_near_names(tmp_path: Path) -> None:
     (tmp_path / "p.tsv").write_text("ID\tTitle\timage\n1\tShoe\ta.jpg\n")
     with pytest.raises(CatalogueError, match="did you mean 'ID' for 'id', 'Title' for 'title'"):
         load_catalogue(tmp_path / "p.tsv")
+    with pytest.raises(CatalogueError, match="pass --id-column ID --text-column Title\\)"):
+        load_catalogue(tmp_path / "p.tsv")
+
+
+@pytest.mark.parametrize(
+    ("found", "near"),
+    [
+        (["id", "Category"], "Category"),
+        (["id", " category "], " category "),
+        (["id", "CATEGORY", "categroy"], "CATEGORY"),  # case and spacing first
+        (["id", "categroy"], "categroy"),
+        (["id", "Categories"], "Categories"),
+        (["id", "subCategory", "masterCategory"], None),  # other fields, not misspellings
+        (["id", "category_id"], None),
+        (["id", "articleType", "Kategorie"], None),
+    ],
+)
+def test_close_column(found: list[str], near: str | None) -> None:
+    assert close_column("category", found) == near
+
+
+def test_a_near_miss_of_the_label_column_is_an_error_not_unlabelled(tmp_path: Path) -> None:
+    (tmp_path / "p.csv").write_text("id,title,image,Category\n1,Shoe,,A > B\n")
+    with pytest.raises(CatalogueError) as info:
+        load_catalogue(tmp_path / "p.csv")
+    assert str(info.value) == (
+        "p.csv: no column 'category'; did you mean 'Category'? pass --label-column Category "
+        "(columns found: ['id', 'title', 'image', 'Category'])"
+    )
+    # A command that only labels does not need the labels: it reads the catalogue unlabelled.
+    assert not load_catalogue(tmp_path / "p.csv", require_labels=False).labelled
+    fixed = load_catalogue(tmp_path / "p.csv", ColumnMapping(label_column="Category"))
+    assert fixed.products[0].label == ("A", "B")
 
 
 @pytest.mark.parametrize(
@@ -603,6 +637,7 @@ def test_format_summary_renders(sample_catalogue: Catalogue, bad_catalogue: Cata
     assert "1,501 of 1,501 rows accepted" in text
     assert "Apparel > Topwear > Tshirts" in text and "more" in text
     assert "16 groups of byte-identical photos" in text
+    assert "learns 20 of 29 classes by default (those with at least 5 training products)" in text
     assert "Rejected (11)" in text and "missing_image" in text and "and 9 more" in text
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from prodcat.cli.main import app
+from prodcat.cli import app
 from prodcat.desk import review
 from prodcat.desk.auth import authenticate
 from prodcat.desk.db import Database

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from prodcat.catalogue import Catalogue
 from prodcat.catalogue.extra_labels import apply_extra_labels, read_labels_csv
-from prodcat.cli.main import app
+from prodcat.cli import app
 from prodcat.features.cache import FeatureCache
 from prodcat.training.train import TrainOptions, train
 

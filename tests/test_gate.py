@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from prodcat.catalogue import Catalogue, Product
-from prodcat.cli.main import app
+from prodcat.cli import app
 from prodcat.features.cache import FeatureCache
 from prodcat.gate.gate import class_indices, parse_modalities, restrict
 from prodcat.gate.ood import NeighbourDistance, auroc

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from prodcat.catalogue import Catalogue, load_catalogue
-from prodcat.cli.main import app as cli_app
+from prodcat.cli import app as cli_app
 from prodcat.features.cache import FeatureCache
 from prodcat.heads.onnx_runtime import OnnxHead
 from prodcat.model.bundle import Model
@@ -131,15 +131,16 @@ def test_api_cli_and_python_api_give_the_same_answers(
 
     assert set(python_api) == set(cli) == set(api) == {p.id for p in products}
     for pid, expected in python_api.items():
-        for other in (cli[pid], api[pid]):
-            assert other["category"] == expected.category
+        # The predictions file names the answer predicted_*, so it joins the input cleanly.
+        for other, answer in ((cli[pid], "predicted_"), (api[pid], "")):
+            assert other[f"{answer}category"] == expected.category
             assert other["decision"] == expected.decision
             assert [t["category"] for t in other["top"]] == [c for c, _ in expected.top]
-            assert other["probability"] == pytest.approx(expected.probability, abs=1e-5)
+            assert other[f"{answer}probability"] == pytest.approx(expected.probability, abs=1e-5)
             assert other["modalities"] == expected.modalities
     assert api[products[-1].id]["modalities"] == ["text"]
     # The CLI runs the Python API's exact batches: bit-identical probabilities.
-    assert all(cli[pid]["probability"] == python_api[pid].probability for pid in cli)
+    assert all(cli[pid]["predicted_probability"] == python_api[pid].probability for pid in cli)
 
 
 def test_predictor_answers_from_the_title_when_the_photo_fails(sample_model_dir: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from prodcat.catalogue import Catalogue
-from prodcat.cli.main import app
+from prodcat.cli import app
 from prodcat.features.cache import FeatureCache
 from prodcat.heads import FineTuneHead
 from prodcat.model.bundle import Model, ModelError
@@ -71,6 +71,12 @@ def test_model_json_says_how_it_was_made(trained: tuple[Path, dict[str, object]]
     assert config["head"] == "fusion-blend"
     assert set(config["encoder_versions"]) == {"effnet-lite0", "minilm"}
     assert len(config["classes"]) == 20  # the 20 main paths; the 1-3 product ones are left out
+    # ... and named, with their training products (0: all in the validation / test parts).
+    left_out = config["figures"]["excluded_classes"]
+    assert (
+        len(config["classes"]) + len(left_out) == 29
+        and left_out["Accessories > Belts > Tshirts"] == 0
+    )
     assert len(config["training_data_fingerprint"]) == 64
     assert config["figures"]["test"]["accuracy"] > 0.89
     assert config["options"]["seed"] == 0
@@ -124,11 +130,17 @@ def test_predict_writes_every_row_and_an_error_column(
     assert result.exit_code == 0, result.output
     answers = {r["id"]: r for r in csv.DictReader(out.open())}
     assert set(answers) == {r["id"] for r in rows}  # nothing dropped
-    assert "does not exist" in answers[rows[3]["id"]]["error"]
-    assert answers[rows[7]["id"]]["error"]
+    gone = answers[rows[3]["id"]]
+    assert "does not exist" in gone["error"] and gone["predicted_category"] == ""
+    # An unreadable photo does not reject the row: the product is answered from its title.
+    broken = answers[rows[7]["id"]]
+    assert broken["error"].startswith("image: ") and broken["modalities"] == "text"
+    assert broken["predicted_category"].count(" > ") == 2
     good = answers[rows[0]["id"]]
-    assert good["error"] == "" and good["category"].count(" > ") == 2
-    assert float(good["probability"]) >= float(good["top2_probability"])
+    assert good["error"] == "" and good["predicted_category"].count(" > ") == 2
+    assert good["input_title"] == rows[0]["title"]
+    assert float(good["predicted_probability"]) >= float(good["top2_probability"])
+    assert "true_category" not in good  # the input has no labels
     jsonl = tmp_path / "labels.jsonl"
     result = runner.invoke(app, ["predict", str(folder), str(table), "--out", str(jsonl)])
     assert result.exit_code == 0, result.output
@@ -160,8 +172,9 @@ def test_text_model_and_class_floor(sample_catalogue: Catalogue) -> None:
         progress=False,
     )
     assert all(n < 40 for n in result.excluded.values())
+    # Every class is either learned or left out, including those with no training product.
     assert len(result.model.classes) + len(result.excluded) == len(
-        {p.label for p in result.parts["train"]}
+        {p.label for part in result.parts.values() for p in part}
     )
     # Measured 0.96 on the sample's test part: titles carry the class word most of the time.
     assert result.test["accuracy"] >= 0.92
@@ -249,4 +262,7 @@ def test_fine_tuned_photo_model_trains_saves_and_predicts_through_the_cli(
         answers = list(csv.DictReader(handle))
     assert len(answers) == min(len(rows), 160)
     truth = {p.id: format_path(p.label or ()) for p in rows}
-    assert np.mean([a["category"] == truth[a["id"]] for a in answers]) >= 0.9
+    assert np.mean([a["predicted_category"] == truth[a["id"]] for a in answers]) >= 0.9
+    assert all(
+        a["correct"] == str(a["predicted_category"] == truth[a["id"]]).lower() for a in answers
+    )

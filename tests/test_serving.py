@@ -246,7 +246,7 @@ def test_serve_commands_refuse_a_folder_that_is_not_a_model(tmp_path: Path) -> N
 
     from typer.testing import CliRunner
 
-    from prodcat.cli.main import app as cli_app
+    from prodcat.cli import app as cli_app
 
     result = CliRunner().invoke(cli_app, ["serve", str(tmp_path)])
     assert result.exit_code == 2 and "is not a prodcat model (no model.json)" in result.output

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from prodcat.catalogue import Catalogue, Product
 from prodcat.catalogue.images import load_image
-from prodcat.cli.main import app
+from prodcat.cli import app
 from prodcat.encoders import get_encoder
 from prodcat.encoders.image import EfficientNetLiteEncoder
 from prodcat.features.cache import FeatureCache

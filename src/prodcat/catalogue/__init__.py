@@ -5,9 +5,10 @@
     >>> cat.products[0].label, len(cat.rejected)
 
 `products` holds the types (`Product`, `Catalogue`, `Problem`, `ColumnMapping`), `reading` turns
-tables and folder trees into records and checks each row, `load` checks the photos and is the one
-entry point, `summary` is what `prodcat check` prints, `split` the grouped train / validation / test
-split, `images` the safe photo decoding everything else uses, `extra_labels` people's answers
+tables and folder trees into records and checks each row, `columns` checks a table's header, `load`
+checks the photos and is the one entry point, `summary` is what `prodcat check` prints, `split` the
+grouped train / validation / test split, `classes` which classes a training learns (the class-size
+floor), `images` the safe photo decoding everything else uses, `extra_labels` people's answers
 folded in before training.
 """
 

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from prodcat.catalogue.columns import check_columns
 from prodcat.catalogue.images import ImageError, read_image
 from prodcat.catalogue.products import (
     EMPTY_TEXT,
@@ -27,7 +28,6 @@ from prodcat.catalogue.products import (
 )
 from prodcat.catalogue.reading import (
     _READERS,
-    _check_columns,
     _read_folder,
     _Record,
     _records_from_table,
@@ -227,5 +227,5 @@ def _read_table(
     unit, reader = _READERS[suffix]
     src = _Source(path.name, path.parent.resolve(), unit)
     table = reader(path, src)
-    labelled = _check_columns(table.columns, mapping, src.name, require_labels)
+    labelled = check_columns(table.columns, mapping, src.name, require_labels)
     return _records_from_table(table, src, mapping, labelled)

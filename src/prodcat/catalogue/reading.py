@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import difflib
 import json
 import math
 import os
@@ -16,7 +15,6 @@ from typing import Any, Literal
 
 from prodcat.catalogue.products import (
     BAD_LABEL,
-    DEFAULT_LABEL_COLUMN,
     DUPLICATE_ID,
     IMAGE_SUFFIXES,
     MALFORMED_ROW,
@@ -27,8 +25,6 @@ from prodcat.catalogue.products import (
     Problem,
 )
 from prodcat.taxonomy.tree import CategoryPath, parse_path
-
-_MAX_COLUMNS_SHOWN = 20
 
 # --------------------------------------------------------------------------------------------------
 # Reading tables
@@ -235,56 +231,6 @@ class _Record:
     label: CategoryPath | None
     text_column: str | None
     image_column: str | None
-
-
-def _check_columns(
-    columns: list[str], mapping: ColumnMapping, name: str, require_labels: bool | None
-) -> bool:
-    """Raise `CatalogueError` for missing required columns; return whether labels are present."""
-    label_names = list(mapping.label_names)
-    if require_labels is None:
-        # Label columns the user named are required; the default 'category' only if present.
-        require_labels = mapping.label_columns is not None or (
-            mapping.label_column not in (None, DEFAULT_LABEL_COLUMN)
-        )
-    if require_labels and not label_names:
-        raise CatalogueError(f"{name}: labels are required but the mapping names no label column")
-    required = [mapping.id_column, *mapping.text_columns]
-    if mapping.image_column:
-        required.append(mapping.image_column)
-    if require_labels:
-        required += label_names
-    required = list(dict.fromkeys(required))
-    missing = [c for c in required if c not in columns]
-    if missing:
-        raise CatalogueError(_missing_columns_message(name, required, columns, missing))
-    twice = sorted({c for c in required + label_names if columns.count(c) > 1})
-    if twice:
-        raise CatalogueError(f"{name}: the header names the column(s) {twice} more than once")
-    return bool(label_names) and all(c in columns for c in label_names)
-
-
-def _missing_columns_message(
-    name: str, expected: list[str], found: list[str], missing: list[str]
-) -> str:
-    shown: list[str] = found[:_MAX_COLUMNS_SHOWN]
-    if len(found) > _MAX_COLUMNS_SHOWN:
-        shown.append(f"... {len(found) - _MAX_COLUMNS_SHOWN} more")
-    by_folded = {c.casefold(): c for c in found}
-    hints = []
-    for column in missing:
-        close = by_folded.get(column.casefold()) or next(
-            iter(difflib.get_close_matches(column, found, n=1, cutoff=0.75)), None
-        )
-        if close:
-            hints.append(f"{close!r} for {column!r}")
-    hint = f"; did you mean {', '.join(hints)}?" if hints else ""
-    return (
-        f"{name}: expected the columns {expected}, but only {shown} were found "
-        f"(missing: {missing}{hint}); "
-        "pass --id-column / --text-column / --image-column / --label-column (or --label-columns) "
-        "to map yours"
-    )
 
 
 class _LabelError(ValueError):

@@ -9,6 +9,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from prodcat.catalogue.classes import default_training_classes
 from prodcat.catalogue.products import PROBLEM_KINDS, Catalogue, Problem
 from prodcat.taxonomy.tree import format_path
 
@@ -51,8 +52,20 @@ def summarise(catalogue: Catalogue) -> dict[str, Any]:
             "largest_group": max(photo_groups, default=0),
         },
         "problems_by_kind": {kind: kinds[kind] for kind in PROBLEM_KINDS if kinds[kind]},
+        "training": _training_plan(catalogue) if n_labelled else None,
         "rejected": [_problem_dict(p) for p in rejected],
         "warnings": [_problem_dict(p) for p in warnings],
+    }
+
+
+def _training_plan(catalogue: Catalogue) -> dict[str, Any]:
+    """What `prodcat train` with default options would learn and leave out (train part counts)."""
+    choice = default_training_classes(catalogue.products)
+    return {
+        "rule": choice.rule,
+        "n_learned": len(choice.learned),
+        "n_left_out": len(choice.left_out),
+        "left_out": choice.left_out,
     }
 
 
@@ -92,6 +105,8 @@ def _overview_table(summary: dict[str, Any]) -> Table:
             f"{_count(tail['n_classes_lt_10'], 'class', 'classes')} under 10 products, "
             f"{tail['n_classes_lt_20']:,} under 20",
         )
+        if summary.get("training"):
+            table.add_row("training", _training_text(summary["training"], summary["n_classes"]))
     else:
         table.add_row("classes", "none: the catalogue is unlabelled")
     dup = summary["duplicate_photos"]
@@ -106,6 +121,24 @@ def _overview_table(summary: dict[str, Any]) -> Table:
         kinds = ", ".join(f"{kind} {n:,}" for kind, n in summary["problems_by_kind"].items())
         table.add_row("problems", kinds)
     return table
+
+
+def _training_text(plan: dict[str, Any], n_classes: int, limit: int = 12) -> Text:
+    """'learns 20 of 29 classes by default (...); leaves out 9, ...: A (2), B (0), ...'."""
+    text = (
+        f"learns {plan['n_learned']:,} of {n_classes:,} classes by default (those with "
+        f"{plan['rule']})"
+    )
+    left_out: dict[str, int] = plan["left_out"]
+    if left_out:
+        named = [f"{name} ({n:,})" for name, n in list(left_out.items())[:limit]]
+        if len(left_out) > limit:
+            named.append(f"... {len(left_out) - limit:,} more (--json lists them)")
+        text += (
+            f"; leaves out {len(left_out):,}, with their training products: {', '.join(named)}; "
+            "--min-class-count N changes the floor"
+        )
+    return Text(text)  # Text: class names are user data, not rich markup
 
 
 def _count(n: int, singular: str, plural: str | None = None) -> str:

@@ -9,12 +9,15 @@ from typing import Annotated
 import typer
 
 from prodcat.cli import common
-from prodcat.desk.db import DEFAULT_DB
+from prodcat.cli.common import DEFAULT_DB
 
 DbUrl = Annotated[
     str,
     typer.Option(
-        "--db", envvar="PRODCAT_DESK_DB", help="sqlite:///file.db (default) or postgresql://..."
+        "--db",
+        metavar="URL",
+        envvar="PRODCAT_DESK_DB",
+        help="sqlite:///file.db (default) or postgresql://...",
     ),
 ]
 
@@ -31,13 +34,15 @@ def _db(url: str):  # type: ignore[no-untyped-def]
     try:
         return Database(url)
     except Exception as exc:  # a bad URL or an unreachable server: say which, no traceback
-        common.err.print(f"[red]error:[/red] cannot open the desk database {url!r}: {exc}")
-        raise typer.Exit(2) from None
+        common.fail(f"cannot open the desk database {url!r}: {exc}")
 
 
 def queue_cmd(
-    model_dir: Annotated[Path, typer.Argument(help="Model directory from prodcat train.")],
-    catalogue: Annotated[Path, typer.Argument(help="Products to route to people or auto-label.")],
+    model_dir: common.ModelDir,
+    catalogue: Annotated[
+        Path,
+        typer.Argument(metavar="CATALOGUE", help="Products to route to people or auto-label."),
+    ],
     db: DbUrl = DEFAULT_DB,
     cache_dir: common.CacheDir = None,
     id_column: common.IdColumn = "id",
@@ -47,9 +52,11 @@ def queue_cmd(
     label_columns: common.LabelColumns = None,
     separator: common.Separator = ">",
 ) -> None:
-    """Queue the products the model is unsure of (review / unknown) with their top-5
-    suggestions; record the accepted ones as auto-labelled. Re-running adds only new products
-    and re-scores unanswered ones with this model (most uncertain first)."""
+    """Queue the products the model is unsure of for people, with its top-5 suggestions.
+
+    Products it is unsure of (review / unknown) wait for a person, most uncertain first; the
+    accepted ones are recorded as auto-labelled. Re-running adds only new products and re-scores
+    unanswered ones with this model."""
     from prodcat.desk.queue import build_queue
     from prodcat.features.cache import FeatureCache
 
@@ -57,7 +64,7 @@ def queue_cmd(
         id_column, text_column, image_column, label_column, label_columns, separator
     )
     model = common.load_model_or_exit(model_dir)
-    cat = common.load_catalogue_or_exit(catalogue, mapping)
+    cat = common.load_catalogue_or_exit(catalogue, mapping, require_labels=False)
     database = _db(db)
     result = build_queue(database, model, cat, cache=FeatureCache(cache_dir))
     common.out.print(
@@ -66,17 +73,19 @@ def queue_cmd(
         f"{result.unchanged:,} unchanged; {len(cat.rejected):,} catalogue rows rejected"
     )
     for pid, why in list(result.failed.items())[:20]:
-        common.err.print(f"[yellow]product {pid}:[/yellow] not queued: {why}")
+        common.warn(f"not queued: {why}", f"product {pid}:")
     for problem in cat.rejected[:20]:
-        common.err.print(f"[yellow]row {problem.row}:[/yellow] {problem.message}")
+        common.warn(problem.message, f"row {problem.row}:")
 
 
 @review_app.callback()
 def review_cmd(
     ctx: typer.Context,
     db: DbUrl = DEFAULT_DB,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to listen on.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port to listen on.")] = 8000,
 ) -> None:
     """Serve the review desk (log in at http://HOST:PORT/)."""
     if ctx.invoked_subcommand is not None:
@@ -84,17 +93,18 @@ def review_cmd(
     from prodcat.desk.app import serve
 
     _db(db).dispose()  # migrate, or fail with a clear message before the server starts
-    common.out.print(f"review desk: http://{host}:{port}/  (database {db})")
+    common.out.print(f"review desk: http://{host}:{port}/  (database {db}; Ctrl+C stops it)")
     serve(db, host, port)
 
 
 @review_app.command("add-user")
 def add_user_cmd(
-    name: Annotated[str, typer.Argument(help="Login name.")],
-    role: Annotated[str, typer.Option(help="reviewer or admin.")] = "reviewer",
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Login name.")],
+    role: Annotated[str, typer.Option(metavar="ROLE", help="reviewer or admin.")] = "reviewer",
     password: Annotated[
         str,
         typer.Option(
+            metavar="TEXT",
             prompt=True,
             hide_input=True,
             confirmation_prompt=True,
@@ -110,14 +120,13 @@ def add_user_cmd(
     try:
         add_user(_db(db), name, password, role)
     except AuthError as exc:
-        common.err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        common.fail(str(exc))
     common.out.print(f"user {name!r} ({role}) saved")
 
 
-@review_app.command("export")
+@review_app.command("export", short_help="Write every answer to a labels CSV.")
 def export_cmd(
-    out_file: Annotated[Path, typer.Option("--out", help="labels CSV to write.")],
+    out_file: Annotated[Path, typer.Option("--out", metavar="CSV", help="labels CSV to write.")],
     db: DbUrl = DEFAULT_DB,
 ) -> None:
     """Write every answer: id, category, reviewer, time, model suggestion, agreed, new_category."""
@@ -127,15 +136,18 @@ def export_cmd(
     common.out.print(f"{n:,} answers: {out_file}")
 
 
-@review_app.command("export-labelstudio")
+@review_app.command("export-labelstudio", short_help="Export the queue as Label Studio tasks.")
 def export_labelstudio_cmd(
-    out_file: Annotated[Path, typer.Option("--out", help="Label Studio tasks JSON to write.")],
+    out_file: Annotated[
+        Path, typer.Option("--out", metavar="JSON", help="Label Studio tasks JSON to write.")
+    ],
     image_url: Annotated[
         str,
-        typer.Option(help="Image URL per task; {id} is the product id."),
+        typer.Option(metavar="URL", help="Image URL per task; {id} is the product id."),
     ] = "/image/{id}",
     config: Annotated[
-        Path | None, typer.Option(help="Also write the labelling interface XML here.")
+        Path | None,
+        typer.Option(metavar="XML", help="Also write the labelling interface XML here."),
     ] = None,
     db: DbUrl = DEFAULT_DB,
 ) -> None:
@@ -152,9 +164,12 @@ def export_labelstudio_cmd(
         common.out.print(f"labelling interface: {config}")
 
 
-@review_app.command("import-labelstudio")
+@review_app.command("import-labelstudio", short_help="Import Label Studio annotations as answers.")
 def import_labelstudio_cmd(
-    export: Annotated[Path, typer.Argument(help="Label Studio JSON export (with annotations).")],
+    export: Annotated[
+        Path,
+        typer.Argument(metavar="EXPORT", help="Label Studio JSON export (with annotations)."),
+    ],
     db: DbUrl = DEFAULT_DB,
 ) -> None:
     """Import Label Studio annotations as answers (reviewer 'labelstudio:<annotator>')."""
@@ -163,16 +178,17 @@ def import_labelstudio_cmd(
     try:
         result = import_labelstudio(_db(db), export)
     except ValueError as exc:
-        common.err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        common.fail(str(exc))
     common.out.print(
         f"{result.added:,} answers imported, {result.already:,} already there, "
         f"{len(result.problems):,} left out"
     )
     for line in result.problems[:20]:
-        common.err.print(f"[yellow]{line}[/yellow]")
+        common.warn(line)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("queue")(queue_cmd)
-    app.add_typer(review_app, name="review")
+    app.command("queue", short_help="Queue what the model is unsure of for people.")(queue_cmd)
+    app.add_typer(
+        review_app, name="review", short_help="Serve the review desk; add users, export, import."
+    )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -17,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 
 from prodcat.catalogue import Catalogue, Product
+from prodcat.catalogue.classes import choose_classes
 from prodcat.catalogue.split import split_catalogue
 from prodcat.encoders.image import check_size
 from prodcat.encoders.registry import encoder_name, parse_encoder_name, split_encoders
@@ -33,10 +33,6 @@ from prodcat.training.whole_network import TunedPhotoNetwork
 ModelKind = Literal["fusion", "text", "image"]
 MODEL_KINDS: tuple[str, ...] = ("fusion", "text", "image")
 SPARSE_TEXT = ("bow", "tfidf")
-# Classes with fewer training products than this are left out unless the user says otherwise:
-# one or two examples teach a head nothing it can be trusted with, and they stay measurable as
-# out-of-class products.
-DEFAULT_MIN_CLASS_COUNT = 5
 
 
 @dataclass(frozen=True)
@@ -127,7 +123,8 @@ class TrainOptions:
 class TrainResult:
     model: Model
     parts: dict[str, list[Product]]
-    excluded: dict[str, int]  # class left out of training -> number of training products
+    # Class left out of training -> its training products (0: only in validation / test).
+    excluded: dict[str, int]
     validation: dict[str, Any]
     test: dict[str, Any]
     test_proba: np.ndarray
@@ -138,22 +135,20 @@ class TrainResult:
 
 
 def select_classes(
-    train: Sequence[Product], options: TrainOptions
+    train: Sequence[Product], options: TrainOptions, others: Sequence[Product] = ()
 ) -> tuple[set[str], dict[str, int]]:
-    """The classes to learn, from training counts; and the ones left out with their counts."""
-    counts = Counter(format_path(p.label) for p in train if p.label)
-    if options.top_classes is not None:
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        kept = {c for c, _ in ranked[: options.top_classes]}
-    else:
-        floor = options.min_class_count or DEFAULT_MIN_CLASS_COUNT
-        kept = {c for c, n in counts.items() if n >= floor}
-    if len(kept) < 2:
+    """The classes to learn, from training counts; and the ones left out with their training
+    counts, those seen only in `others` (validation, test) with 0 (the rule: catalogue.classes)."""
+    choice = choose_classes(
+        train, others, top_classes=options.top_classes, min_class_count=options.min_class_count
+    )
+    if len(choice.learned) < 2:
         raise ValueError(
-            f"only {len(kept)} class(es) have enough training products ({dict(counts)}); "
-            "a classifier needs at least 2: lower --min-class-count or add products"
+            f"only {len(choice.learned)} class(es) have enough training products "
+            f"({choice.train_counts}); a classifier needs at least 2: lower --min-class-count or "
+            "add products"
         )
-    return kept, {c: n for c, n in sorted(counts.items()) if c not in kept}
+    return set(choice.learned), choice.left_out
 
 
 def make_head(options: TrainOptions) -> Head:
@@ -191,7 +186,7 @@ def train(
     if not labelled:
         raise ValueError(f"{catalogue.source} has no labelled products to train on")
     parts = split_catalogue(labelled)
-    kept, excluded = select_classes(parts["train"], options)
+    kept, excluded = select_classes(parts["train"], options, parts["validation"] + parts["test"])
     train_part = [p for p in parts["train"] if format_path(p.label or ()) in kept]
 
     model = Model(

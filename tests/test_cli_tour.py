@@ -1,0 +1,113 @@
+"""`prodcat demo`, then the tour it prints under "next", run verbatim from the same folder.
+
+The commands are the README's five-minute tour; each runs here as printed (the two servers in
+their own process, on a free port instead of 8000 / 8001) and must print something useful.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from desk_support import free_port, wait_for
+from prodcat.cli import app
+from prodcat.cli.demo import DEFAULT_OUT, tour
+
+runner = CliRunner()
+
+TOUR = [
+    "prodcat check prodcat-demo/sample/products.csv",
+    "prodcat train prodcat-demo/sample/products.csv --out prodcat-demo/model",
+    "prodcat predict prodcat-demo/model prodcat-demo/sample/products.csv "
+    "--out prodcat-demo/labels.csv",
+    "prodcat serve prodcat-demo/model --port 8000",
+    "prodcat queue prodcat-demo/model prodcat-demo/sample/products.csv "
+    "--db sqlite:///prodcat-demo/desk.db",
+    "prodcat review add-user alice --password alice-secret --db sqlite:///prodcat-demo/desk.db",
+    "prodcat review --db sqlite:///prodcat-demo/desk.db --port 8001",
+]
+
+
+def test_the_tour_names_real_paths_under_the_out_folder() -> None:
+    assert [step.command for step in tour(DEFAULT_OUT)] == TOUR
+    elsewhere = [step.command for step in tour(Path("/tmp/my demo"))]
+    assert elsewhere[0] == "prodcat check '/tmp/my demo/sample/products.csv'"
+    assert elsewhere[-1] == "prodcat review --db 'sqlite:////tmp/my demo/desk.db' --port 8001"
+
+
+def invoke(command: str) -> str:
+    """Run a command as typed; what it printed on stdout."""
+    args = shlex.split(command)
+    assert args[0] == "prodcat"
+    result = runner.invoke(app, args[1:])
+    assert result.exit_code == 0, f"{command}\n{result.output}"
+    return result.stdout
+
+
+def serve_once(command: str, path: str) -> str:
+    """Start a server command in its own process (on a free port), GET `path`, stop it."""
+    args = shlex.split(command)[1:]
+    port = free_port()
+    args[args.index("--port") + 1] = str(port)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prodcat.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}{path}", proc, seconds=120)
+        answer = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10)
+        assert answer.status_code == 200, answer.text
+    finally:
+        proc.terminate()
+        printed, _ = proc.communicate(timeout=30)
+    return printed
+
+
+@pytest.mark.slow
+def test_the_demo_then_its_tour_verbatim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    printed = invoke("prodcat demo")
+    assert "photo + title (fusion network x title words) accuracy" in printed
+    suggested = [line for line in printed.splitlines() if line.startswith("prodcat ")]
+    assert suggested == TOUR
+    for kind in ("text", "image", "fusion"):
+        assert (tmp_path / "prodcat-demo" / kind / "model.json").is_file()
+    assert (tmp_path / "prodcat-demo" / "report" / "index.html").is_file()
+    check, train, predict, serve, queue, add_user, review = TOUR
+
+    assert "Catalogue check" in invoke(check)
+    plan = json.loads(invoke(f"{check} --json"))["training"]
+
+    printed = invoke(train)
+    # Every class of the sample is accounted for: learned, or named as left out.
+    assert "classes: 20 learned of 29; 9 left out, each with fewer than 5 training products" in (
+        printed
+    )
+    for name, count in plan["left_out"].items():
+        assert f"{name} ({count})" in printed
+    assert (tmp_path / "prodcat-demo" / "model" / "model.json").is_file()
+
+    printed = invoke(predict)
+    assert "1,501 products labelled, 0 rows rejected" in printed
+    assert "correct (the file has labels)" in printed
+    with (tmp_path / "prodcat-demo" / "labels.csv").open(encoding="utf-8") as handle:
+        labels = list(csv.DictReader(handle))
+    assert len(labels) == 1501 and {"true_category", "correct"} <= set(labels[0])
+
+    printed = serve_once(serve, "/healthz")
+    assert "/v1/predict" in printed
+
+    assert "1,501 new" in invoke(queue)
+    assert "user 'alice' (reviewer) saved" in invoke(add_user)
+    printed = serve_once(review, "/login")
+    assert "review desk: http://127.0.0.1:" in printed
