@@ -1,13 +1,16 @@
 """`prodcat demo`, then the tour it prints under "next", run verbatim from the same folder.
 
-The commands are the README's five-minute tour; each runs here as printed (the two servers in
-their own process, on a free port instead of 8000 / 8001) and must print something useful.
+The commands are the README's five-minute tour (the ```bash block between `<!-- tour -->` and
+`<!-- /tour -->`, checked line by line here); each runs as printed (the two servers in their own
+process, on a free port instead of 8000 / 8001, the README's `curl` as the same HTTP request) and
+must print something useful.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -22,6 +25,7 @@ from prodcat.cli import app
 from prodcat.cli.demo import DEFAULT_OUT, tour
 
 runner = CliRunner()
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 TOUR = [
     "prodcat check prodcat-demo/sample/products.csv",
@@ -43,6 +47,28 @@ def test_the_tour_names_real_paths_under_the_out_folder() -> None:
     assert elsewhere[-1] == "prodcat review --db 'sqlite:////tmp/my demo/desk.db' --port 8001"
 
 
+def readme_tour() -> list[str]:
+    """The README's tour: its commands, comments and blank lines left out, continuations joined."""
+    found = re.search(
+        r"<!-- tour -->\s*```bash\n(.*?)```\s*<!-- /tour -->",
+        README.read_text(encoding="utf-8"),
+        re.S,
+    )
+    assert found, "README.md has no ```bash block between <!-- tour --> and <!-- /tour -->"
+    text = found.group(1).replace("\\\n", " ")
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def test_the_readme_tour_is_the_tour_this_test_runs() -> None:
+    lines = readme_tour()
+    commands = [line.removesuffix("&").strip() for line in lines if not line.startswith("curl ")]
+    assert commands == TOUR
+    (curl,) = [line for line in lines if line.startswith("curl ")]
+    assert curl.endswith('-F title="Men Blue Running Shoes" http://127.0.0.1:8000/v1/predict')
+    assert lines.index(curl) == lines.index(TOUR[3] + " &") + 1  # right after the API starts
+
+
 def invoke(command: str) -> str:
     """Run a command as typed; what it printed on stdout."""
     args = shlex.split(command)
@@ -52,8 +78,9 @@ def invoke(command: str) -> str:
     return result.stdout
 
 
-def serve_once(command: str, path: str) -> str:
-    """Start a server command in its own process (on a free port), GET `path`, stop it."""
+def serve_once(command: str, path: str, title: str | None = None) -> tuple[str, dict | None]:
+    """Start a server command in its own process (on a free port), GET `path`, stop it; with a
+    `title`, also POST it to /v1/predict as the README's curl does and return the answer."""
     args = shlex.split(command)[1:]
     port = free_port()
     args[args.index("--port") + 1] = str(port)
@@ -67,10 +94,17 @@ def serve_once(command: str, path: str) -> str:
         wait_for(f"http://127.0.0.1:{port}{path}", proc, seconds=120)
         answer = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10)
         assert answer.status_code == 200, answer.text
+        predicted = None
+        if title is not None:
+            posted = httpx.post(
+                f"http://127.0.0.1:{port}/v1/predict", files={"title": (None, title)}, timeout=30
+            )
+            assert posted.status_code == 200, posted.text
+            predicted = posted.json()
     finally:
         proc.terminate()
         printed, _ = proc.communicate(timeout=30)
-    return printed
+    return printed, predicted
 
 
 @pytest.mark.slow
@@ -104,10 +138,16 @@ def test_the_demo_then_its_tour_verbatim(tmp_path: Path, monkeypatch: pytest.Mon
         labels = list(csv.DictReader(handle))
     assert len(labels) == 1501 and {"true_category", "correct"} <= set(labels[0])
 
-    printed = serve_once(serve, "/healthz")
+    printed, answer = serve_once(serve, "/healthz", title="Men Blue Running Shoes")
     assert "/v1/predict" in printed
+    assert answer is not None and answer["category"] == "Footwear > Shoes > Sports Shoes"
+    assert answer["modalities"] == ["text"] and answer["decision"] in (
+        "accept",
+        "review",
+        "unknown",
+    )
 
     assert "1,501 new" in invoke(queue)
     assert "user 'alice' (reviewer) saved" in invoke(add_user)
-    printed = serve_once(review, "/login")
+    printed, _ = serve_once(review, "/login")
     assert "review desk: http://127.0.0.1:" in printed
