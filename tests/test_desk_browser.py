@@ -1,5 +1,5 @@
 """The desk in a real browser: Playwright driving Debian's headless chromium against a real
-`prodcat review` server on the bundled sample. Saves the README's screenshots to docs/images/."""
+`prodcat review` server on the bundled sample. Saves docs/desk.md's screenshots to docs/images/."""
 
 from __future__ import annotations
 

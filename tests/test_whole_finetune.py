@@ -2,7 +2,8 @@
 the model's photo encoder, exported to ONNX exactly, saved in the model folder, checked on load.
 
 Real photos and titles from the bundled sample, at 64 px and one or two epochs so the suite stays
-fast; whether tuning pays on a large catalogue is a benchmark question (README, "Photo only").
+fast; whether tuning pays on a large catalogue is a benchmark question
+(docs/benchmarks.md, "Photo only").
 """
 
 from __future__ import annotations

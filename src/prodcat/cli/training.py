@@ -92,7 +92,7 @@ def train_cmd(
         typer.Option(
             "--fine-tune-whole",
             help="First fine-tune every layer of the photo network on the catalogue and use it as "
-            "the photo encoder (+2-3 points photo-only; minutes per epoch: see the README).",
+            "the photo encoder (+2-3 points photo-only; minutes per epoch: see docs/training.md).",
         ),
     ] = False,
     fine_tune_epochs: Annotated[

@@ -6,7 +6,8 @@ words that a bag of words keeps; the linear model sees only words. Their weighte
 title gets the fusion network alone. `w` is the grid value with the lowest log-loss on the
 validation part (smoother than accuracy, which a few products move). In an exploration on FULL
 (seed 0, a word + character TF-IDF model) the blend took test accuracy from 97.27% (the network
-alone) to 97.43% and macro-F1 from 0.951 to 0.955; see the README.
+alone) to 97.43% and macro-F1 from 0.951 to 0.955 (an exploration, not a kept benchmark;
+docs/benchmarks.md has the measured blend rows).
 """
 
 # ruff: noqa: N803, N806  (scikit-learn's names: X for inputs)

@@ -40,7 +40,7 @@ class TrainOptions:
     model: ModelKind = "fusion"
     image_encoder: str = "effnet-lite0"
     # The photo network's input size in pixels; None: the encoder's native size (224 for
-    # Lite0). Thumbnails lose little below it and encode 2-3x faster (see the README).
+    # Lite0). Thumbnails lose little below it and encode 2-3x faster (see docs/training.md).
     image_size: int | None = None
     text_encoder: str | None = None  # default: minilm for fusion, tfidf for text
     top_classes: int | None = None

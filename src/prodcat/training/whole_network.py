@@ -2,7 +2,7 @@
 
 Frozen ImageNet features plateau around 91-92% on T10's photos; tuning only the last blocks on
 cached activations (`FineTuneHead`) did not move that, while tuning the whole network gained 2-3
-points (README, "Photo only"). So this trains EfficientNet-Lite end to end as a photo
+points (docs/benchmarks.md, "Photo only"). So this trains EfficientNet-Lite end to end as a photo
 classifier, picks the epoch by validation accuracy, and exports the tuned feature extractor to
 ONNX. The model then uses it as its photo encoder ("effnet-lite0-tuned@160"), so everything
 downstream (the fusion network, the gate's photo distances, serving) is unchanged and torch-free.
