@@ -33,12 +33,12 @@ from threadpoolctl import threadpool_limits
 
 from prodcat.progress import report_training
 
-from .base import Head, Inputs, stratified_holdout
+from .base import HOLDOUT_FRACTION, Head, stratified_holdout
+from .inputs import Inputs
 
 TOKEN_PATTERN = r"(?u)\b\w[\w-]*\b"
 VECTORIZERS = ("bow", "tfidf")
 FAMILIES = ("l2", "l1", "rf")
-HOLDOUT_FRACTION = 0.1
 # Logit given to classes that only occur in rows without a title: far below every learnt class.
 UNSEEN_LOGIT_GAP = 30.0
 # Log-probability floor for tree models' decision_logits (a forest gives exact zeros).
