@@ -203,14 +203,22 @@ def linear_from_sklearn(
 def make_model(
     family: str, params: dict[str, Any], *, max_iter: int, random_state: int, n_jobs: int | None
 ) -> LogisticRegression | OneVsRestClassifier | RandomForestClassifier:
-    """An unfitted model of `family` ("l2" lbfgs multinomial, "l1" liblinear OvR, "rf")."""
+    """An unfitted model of `family` ("l2" lbfgs multinomial, "l1" liblinear OvR, "rf"); the
+    same `random_state` gives the same fitted model."""
     if family == "l2":
         return LogisticRegression(C=params["C"], solver="lbfgs", max_iter=max_iter)
     if family == "l1":
         # liblinear is binary-only in scikit-learn >= 1.8, and much faster than saga for L1 on
-        # sparse words; one-vs-rest gives one binary model per class.
+        # sparse words; one-vs-rest gives one binary model per class. liblinear visits the
+        # features in a random order: without a seed it draws one from numpy's global RNG, and
+        # two identical trainings gave different models (title-only test accuracy 96.15% and
+        # 95.38% in two `prodcat demo` runs).
         binary = LogisticRegression(
-            C=params["C"], l1_ratio=1.0, solver="liblinear", max_iter=max_iter
+            C=params["C"],
+            l1_ratio=1.0,
+            solver="liblinear",
+            max_iter=max_iter,
+            random_state=random_state,
         )
         return OneVsRestClassifier(binary)  # n_jobs here would spawn processes: slower on 2 cores
     return RandomForestClassifier(
