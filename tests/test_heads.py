@@ -38,7 +38,7 @@ from prodcat.heads import (
     load_head,
 )
 from prodcat.heads.base import softmax
-from prodcat.heads.text_linear import ForestArrays, fit_model, make_model, make_vectorizer
+from prodcat.heads.text_linear import ForestArrays, fit_model, make_model, title_vectorizer
 from prodcat.progress import training_progress
 
 torch.set_num_threads(2)
@@ -395,7 +395,7 @@ def test_text_head_uses_eval_set_and_bow(data: Data) -> None:
 
 def test_forest_winner_matches_sklearn_and_round_trips(data: Data, tmp_path: Path) -> None:
     """A forest is saved as node arrays; its numpy traversal must equal scikit-learn's."""
-    vec = make_vectorizer("tfidf").fit(data.X_train.texts)
+    vec = title_vectorizer("tfidf").fit(data.X_train.texts)
     params = {"n_estimators": 20, "max_depth": None, "min_samples_leaf": 1}
     model = make_model("rf", params, max_iter=1, random_state=0, n_jobs=None)
     forest = fit_model(model, vec.transform(data.X_train.texts), data.y_train)

@@ -297,8 +297,8 @@ class TorchHead(Head):
     embedding, photo mask, title mask), trained by AdamW epochs with modality dropout and early
     stopping on the mean validation accuracy over masks as given, photo only and title only.
 
-    A subclass sets `modalities` (its photo input, then "text"), `family`, `epochs_phase` and
-    `predict_batch`, and implements `_check_fit` (parameters and inputs; sets the fitted widths),
+    A subclass sets `modalities` (its photo input, then "text"), `family`, `epochs_phase`,
+    `predict_batch` and `selection_score`, and implements `_check_fit` (parameters and inputs; sets the fitted widths),
     `_new_network`, `_prepare` (standardisers), `_optimiser`, `_epoch` and `_predict_positions`.
     Its parameters include random_state, n_threads, batch_size, max_epochs, patience,
     modality_dropout and label_smoothing.
@@ -396,7 +396,8 @@ class TorchHead(Head):
         )
 
     def _tensors(self, X: Inputs) -> tuple[torch.Tensor, ...]:
-        """(photo input, text features, image mask, text mask) as tensors sharing X's memory."""
+        """(photo input, text features, image mask, text mask) as tensors (the features share
+        X's memory)."""
         import torch
 
         return (
