@@ -298,8 +298,9 @@ class TorchHead(Head):
     stopping on the mean validation accuracy over masks as given, photo only and title only.
 
     A subclass sets `modalities` (its photo input, then "text"), `family`, `epochs_phase`,
-    `predict_batch` and `selection_score`, and implements `_check_fit` (parameters and inputs; sets the fitted widths),
-    `_new_network`, `_prepare` (standardisers), `_optimiser`, `_epoch` and `_predict_positions`.
+    `predict_batch` and `selection_score`, and implements `_check_fit` (parameters and inputs;
+    sets the fitted widths), `_new_network`, `_prepare` (standardisers), `_optimiser`, `_epoch`
+    and `_predict_positions`.
     Its parameters include random_state, n_threads, batch_size, max_epochs, patience,
     modality_dropout and label_smoothing.
     """
