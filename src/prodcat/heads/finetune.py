@@ -24,7 +24,9 @@ products of which 10% pick the epoch, 294 test; a shared 2-core machine):
   features: differences are 1-5 of 294 test photos, and validation (121 products) picks the
   tail epochs only about half the time. Whether tuning pays needs a larger catalogue to tell.
 
-torch is imported lazily (on fit, predict or load), so ``import prodcat.heads`` stays torch-free.
+The training loop, prediction, saving and ONNX export are `TorchHead`'s (`torch_training`, shared
+with `FusionHead`); this file holds the network, the warm-up and the tail epochs. torch is imported
+lazily (on fit, predict or load), so ``import prodcat.heads`` stays torch-free.
 """
 
 # ruff: noqa: N803  (scikit-learn's names: X for inputs)
@@ -167,6 +169,12 @@ class FineTuneHead(TorchHead):
 
     name: ClassVar[str] = "fine-tune"
     modalities: ClassVar[tuple[str, ...]] = ("image_activations", "text")
+    family: ClassVar[str] = "fine-tune"
+    epochs_phase: ClassVar[str] = EPOCHS_PHASE
+    predict_batch: ClassVar[int] = PREDICT_BATCH
+    selection_score: ClassVar[str] = (
+        "mean validation accuracy over masks as given, photo only and title only (as FusionHead)"
+    )
 
     def __init__(
         self,
@@ -206,13 +214,6 @@ class FineTuneHead(TorchHead):
         self.label_smoothing = label_smoothing
         self.random_state = random_state
         self.n_threads = n_threads
-
-    family: ClassVar[str] = "fine-tune"
-    epochs_phase: ClassVar[str] = EPOCHS_PHASE
-    predict_batch: ClassVar[int] = PREDICT_BATCH
-    selection_score: ClassVar[str] = (
-        "mean validation accuracy over masks as given, photo only and title only (as FusionHead)"
-    )
 
     # -- parameters ------------------------------------------------------------------------
     def _check_params(self) -> tuple[int, int, int]:

@@ -125,6 +125,14 @@ class FusionHead(TorchHead):
 
     name: ClassVar[str] = "fusion"
     modalities: ClassVar[tuple[str, ...]] = ("image", "text")
+    family: ClassVar[str] = "fusion-mlp"
+    epochs_phase: ClassVar[str] = EPOCHS_PHASE
+    predict_batch: ClassVar[int] = PREDICT_BATCH
+    selection_score: ClassVar[str] = (
+        "mean validation accuracy over masks as given, photo only and title only: early "
+        "stopping on full inputs alone stops before the title branch has learnt (the photo "
+        "branch saturates first)"
+    )
 
     def __init__(
         self,
@@ -156,15 +164,6 @@ class FusionHead(TorchHead):
         self.label_smoothing = label_smoothing
         self.random_state = random_state
         self.n_threads = n_threads
-
-    family: ClassVar[str] = "fusion-mlp"
-    epochs_phase: ClassVar[str] = EPOCHS_PHASE
-    predict_batch: ClassVar[int] = PREDICT_BATCH
-    selection_score: ClassVar[str] = (
-        "mean validation accuracy over masks as given, photo only and title only: early "
-        "stopping on full inputs alone stops before the title branch has learnt (the photo "
-        "branch saturates first)"
-    )
 
     # -- fitting ---------------------------------------------------------------------------
     def _check_fit(self, X: Inputs) -> None:
