@@ -8,7 +8,6 @@ same vector for a title on every machine, and new words cost no retraining of th
 
 from __future__ import annotations
 
-import re
 import zlib
 from collections.abc import Sequence
 from itertools import pairwise
@@ -16,16 +15,16 @@ from itertools import pairwise
 import numpy as np
 
 from .base import TextEncoder
-from .text import TOKEN_PATTERN
+from .words import words
 
-REVISION = 1
-_TOKEN = re.compile(TOKEN_PATTERN)
+# 2: words from `prodcat.encoders.words` ("men's" gives "men" + "s"; revision 1 dropped the "s").
+REVISION = 2
 
 
 def tokens(text: str) -> list[str]:
-    """Lower-cased words and adjacent word pairs of a title."""
-    words = _TOKEN.findall(text.lower())
-    return words + [f"{a} {b}" for a, b in pairwise(words)]
+    """Lower-cased words (`prodcat.encoders.words`) and adjacent word pairs of a title."""
+    single = words(text)
+    return single + [f"{a} {b}" for a, b in pairwise(single)]
 
 
 class HashedWordsEncoder(TextEncoder):

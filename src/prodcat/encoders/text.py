@@ -1,6 +1,8 @@
 """Title encoders: bag of words ("bow"), TF-IDF ("tfidf") and MiniLM sentence embeddings ("minilm").
 
-Bag of words and TF-IDF learn their vocabulary from the training titles, so they are fitted
+Bag of words and TF-IDF split titles into words with the one tokeniser (`prodcat.encoders.words`,
+shared with the title head and the gate) and learn their vocabulary from the training titles, so
+they are fitted
 (`fit`) and saved as JSON (`to_json` / `from_json`: plain data, never pickle, so loading a model
 file cannot run code). Their output is sparse: a catalogue's vocabulary has tens of thousands of
 words and a title uses ten of them.
@@ -36,6 +38,7 @@ from .base import (
     short_hash,
 )
 from .weights import MINILM_DIM, minilm_max_seq_length, minilm_model_dir
+from .words import DEFAULT_NGRAMS, TOKEN_PATTERN, make_vectorizer
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -50,11 +53,6 @@ if TYPE_CHECKING:
 CODE_REVISION = "v1"
 OPSET = 17  # keep equal to export.OPSET
 JSON_FORMAT = 1
-
-# Words are runs of letters/digits joined by hyphens, so "t-shirt", "ray-ban" and "as177-c3" stay
-# whole, and single characters count ("w" is a brand, "3" in "pack of 3"). A run right after an
-# apostrophe is skipped: "men's" gives "men", not "men" + "s".
-TOKEN_PATTERN = r"(?u)(?<!')\b\w+(?:-\w+)*\b"
 
 
 def _check_ngram_range(ngram_range: Sequence[int]) -> tuple[int, int]:
@@ -121,17 +119,15 @@ class SparseTextEncoder(TextEncoder):
         }
 
     def _make_vectorizer(self, vocabulary: list[str] | None = None) -> CountVectorizer:
-        raise NotImplementedError
-
-    def _vectorizer_kwargs(self, vocabulary: list[str] | None) -> dict[str, Any]:
-        return {
-            "lowercase": self.lowercase,
-            "token_pattern": self.token_pattern,
-            "ngram_range": self.ngram_range,
-            "min_df": 1 if vocabulary is not None else self.min_df,
-            "vocabulary": vocabulary,
-            "dtype": np.float32,
-        }
+        return make_vectorizer(
+            self.kind,
+            ngram_range=self.ngram_range,
+            min_df=self.min_df,
+            vocabulary=vocabulary,
+            token_pattern=self.token_pattern,
+            lowercase=self.lowercase,
+            dtype=np.float32,
+        )
 
     # -- fitting -------------------------------------------------------------------------------
 
@@ -258,24 +254,14 @@ class BowEncoder(SparseTextEncoder):
     """Binary bag of words: 1.0 where the title contains the term."""
 
     kind = "bow"
-    default_ngram_range = (1, 1)
-
-    def _make_vectorizer(self, vocabulary: list[str] | None = None) -> CountVectorizer:
-        from sklearn.feature_extraction.text import CountVectorizer
-
-        return CountVectorizer(binary=True, **self._vectorizer_kwargs(vocabulary))
+    default_ngram_range = DEFAULT_NGRAMS["bow"]
 
 
 class TfidfEncoder(SparseTextEncoder):
     """TF-IDF of words and word pairs, L2-normalised per title (sklearn's defaults otherwise)."""
 
     kind = "tfidf"
-    default_ngram_range = (1, 2)
-
-    def _make_vectorizer(self, vocabulary: list[str] | None = None) -> CountVectorizer:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
-        return TfidfVectorizer(**self._vectorizer_kwargs(vocabulary))
+    default_ngram_range = DEFAULT_NGRAMS["tfidf"]
 
     def _state(self) -> dict[str, Any]:
         idf = self._fitted().idf_

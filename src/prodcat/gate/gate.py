@@ -366,7 +366,9 @@ def _ood_comparison(
     """AUROC and flagged-at-95%-pass for the gate's score, the prototype's rule, max-softmax."""
     candidates: dict[str, np.ndarray] = {"ood_score": scores, "max_softmax": 1 - proba.max(axis=1)}
     if gate.ood is not None and gate.uses_text:
-        candidates["prototype_rule"] = prototype_rule(inputs.texts, gate.ood.vocabulary)
+        candidates["prototype_rule"] = prototype_rule(
+            inputs.texts, gate.ood.vocabulary, gate.ood.token_pattern
+        )
     for name, values in signals.items():
         candidates[f"signal:{name}"] = values
     comparison = {

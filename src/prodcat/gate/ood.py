@@ -7,8 +7,9 @@ title, is still scored from what it has):
   photo, in a 128-d PCA subspace (`NeighbourDistance`; the model keeps a float16 bank of at most
   20,000 projected training embeddings).
 - ``text_distance``: the same in the title embedding space, to the nearest training title.
-- ``unseen_words``: the share of the title's words never seen in a training title; the
-  prototype's rule ("all-zero bag of words") is this signal equal to 1.
+- ``unseen_words``: the share of the title's words (`prodcat.encoders.words`, the tokeniser of
+  the title encoders and head) never seen in a training title; the prototype's rule ("all-zero
+  bag of words") is this signal equal to 1.
 - ``max_softmax``: 1 - the head's top probability (uncalibrated).
 
 Each signal is put on a common scale by the validation in-class products: 0 at their median, 1 at
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-# The prototype's tokenisation (scikit-learn's default token pattern, lowercased).
-TOKEN = re.compile(r"(?u)\b\w\w+\b")
+from prodcat.encoders.words import OOD_V1_PATTERN, TOKEN_PATTERN, words
+
 N_COMPONENTS = 128
 MAX_FIT_ROWS = 20_000
 SCORE_CHUNK = 1024
@@ -50,23 +50,24 @@ FEW_ROWS = 64
 SIGNALS = ("image_distance", "text_distance", "unseen_words", "max_softmax")
 
 
-def words(text: str) -> list[str]:
-    return TOKEN.findall(text.lower())
-
-
-def unseen_share(texts: Sequence[str], vocabulary: set[str]) -> np.ndarray:
-    """Per title, the share of its words absent from `vocabulary`; NaN for a title with none."""
+def unseen_share(
+    texts: Sequence[str], vocabulary: set[str], pattern: str = TOKEN_PATTERN
+) -> np.ndarray:
+    """Per title, the share of its words absent from `vocabulary` (both split by `pattern`); NaN
+    for a title with none."""
     out = np.full(len(texts), np.nan)
     for i, text in enumerate(texts):
-        tokens = words(text)
+        tokens = words(text, pattern)
         if tokens:
             out[i] = sum(t not in vocabulary for t in tokens) / len(tokens)
     return out
 
 
-def prototype_rule(texts: Sequence[str], vocabulary: set[str]) -> np.ndarray:
+def prototype_rule(
+    texts: Sequence[str], vocabulary: set[str], pattern: str = TOKEN_PATTERN
+) -> np.ndarray:
     """The prototype's out-of-class flag: 1.0 when no word of the title was seen in training."""
-    share = unseen_share(texts, vocabulary)
+    share = unseen_share(texts, vocabulary, pattern)
     return np.where(np.isnan(share), 1.0, (share >= 1.0).astype(np.float64))
 
 
@@ -160,6 +161,8 @@ class OodScorer:
     vocabulary: set[str]
     # signal -> (validation in-class median, 95th percentile - median)
     scales: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # What a word is, for `vocabulary` and the titles scored against it (saved with the gate).
+    token_pattern: str = TOKEN_PATTERN
 
     @classmethod
     def fit(
@@ -221,7 +224,7 @@ class OodScorer:
             if fitted is not None and values is not None and mask.any():
                 signal[mask] = fitted.score(values[mask])
             out[name] = signal
-        unseen = unseen_share(texts, self.vocabulary)
+        unseen = unseen_share(texts, self.vocabulary, self.token_pattern)
         unseen[~np.asarray(text_mask, dtype=bool)] = np.nan
         out["unseen_words"] = unseen
         z = np.asarray(logits, dtype=np.float64)
@@ -264,6 +267,7 @@ class OodScorer:
             "signals": list(SIGNALS),
             "scales": {k: list(v) for k, v in self.scales.items()},
             "vocabulary": sorted(self.vocabulary),
+            "token_pattern": self.token_pattern,
         }
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -281,6 +285,9 @@ class OodScorer:
             text=NeighbourDistance.from_arrays(arrays, "text"),
             vocabulary=set(config["vocabulary"]),
             scales={k: (float(v[0]), float(v[1])) for k, v in config["scales"].items()},
+            # A gate saved before the one tokeniser names no pattern: it keeps the one its
+            # vocabulary was built with.
+            token_pattern=str(config.get("token_pattern", OOD_V1_PATTERN)),
         )
 
 
@@ -303,6 +310,7 @@ def _blas() -> ThreadpoolController:
 
 
 def vocabulary_of(texts: Iterable[str]) -> set[str]:
+    """Every word of the (training) titles."""
     return {w for t in texts for w in words(t)}
 
 

@@ -12,9 +12,10 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .base import Head, Inputs, read_config
+from .base import Head, read_config
 from .finetune import FineTuneHead
 from .fusion import FusionHead
+from .inputs import Inputs
 
 if TYPE_CHECKING:
     from .blend import BlendHead

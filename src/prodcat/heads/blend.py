@@ -21,8 +21,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import Head, Inputs, softmax, validation_split
-from .fusion import HOLDOUT_FRACTION, FusionHead, class_positions
+from .base import Head, class_positions, softmax, validation_split
+from .fusion import FusionHead
+from .inputs import Inputs
 from .text_linear import TextLinearHead
 
 WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -85,9 +86,7 @@ class BlendHead(Head):
         weights = tuple(float(w) for w in self.weights)
         if not weights or any(not 0.0 <= w <= 1.0 for w in weights):
             raise ValueError(f"weights={self.weights!r}; expected numbers in [0, 1]")
-        X, y, X_val, y_val, _ = validation_split(
-            X, y, eval_set, self.random_state, HOLDOUT_FRACTION
-        )
+        X, y, X_val, y_val, _ = validation_split(X, y, eval_set, self.random_state)
         eval_set = (X_val, y_val)
         self.classes_ = classes
         self.__dict__.pop("_saved_fusion", None)

@@ -24,18 +24,18 @@ products of which 10% pick the epoch, 294 test; a shared 2-core machine):
   features: differences are 1-5 of 294 test photos, and validation (121 products) picks the
   tail epochs only about half the time. Whether tuning pays needs a larger catalogue to tell.
 
-torch is imported lazily (on fit, predict or load), so ``import prodcat.heads`` stays torch-free.
+The training loop, prediction, saving and ONNX export are `TorchHead`'s (`torch_training`, shared
+with `FusionHead`); this file holds the network, the warm-up and the tail epochs. torch is imported
+lazily (on fit, predict or load), so ``import prodcat.heads`` stays torch-free.
 """
 
-# ruff: noqa: N803, N806  (scikit-learn's names: X for inputs)
+# ruff: noqa: N803  (scikit-learn's names: X for inputs)
 
 from __future__ import annotations
 
-import copy
 import functools
-import time
 import warnings
-from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -47,25 +47,25 @@ from prodcat.encoders.image import (
     check_size,
 )
 from prodcat.encoders.weights import check_cut, effnet_spec
-from prodcat.progress import report_training
 
-from .base import Head, Inputs, validation_split
-from .fusion import (
-    class_positions,
+from .fusion import network_class
+from .inputs import Inputs
+from .torch_training import (
+    Stepper,
+    TorchHead,
+    check_params,
     drop_modalities,
-    export_logits_onnx,
-    network_class,
+    freeze_batch_norm,
+    set_standardisers,
+    shuffled_batches,
     standardiser,
-    torch_settings,
 )
 
 if TYPE_CHECKING:
     import torch
 
-HOLDOUT_FRACTION = 0.1
 # The progress bar of the epochs (`prodcat.progress.training_progress`).
 EPOCHS_PHASE = "fine-tuning: epochs (0 = warm-up)"
-ONNX_INPUTS = ("image_activations", "text", "image_mask", "text_mask")
 # Rows per forward pass at prediction: the tail's widest activations (1152 x 7 x 7 floats per
 # photo for lite0 at 224 px) make 256 rows about 60 MB, where FusionHead's 4096 would be ~1 GB.
 PREDICT_BATCH = 256
@@ -139,51 +139,7 @@ def floored_scale(scale: np.ndarray) -> np.ndarray:
     return np.maximum(scale, np.float32(floor)).astype(np.float32)
 
 
-def freeze_batch_norm(module: torch.nn.Module) -> None:
-    """Put every BatchNorm of `module` in eval mode: normalise with the pretrained statistics.
-
-    Batches of a few dozen cached activations on a CPU give noisy batch statistics (and 7x7
-    maps per photo make them noisier still), which would drift the running statistics away from
-    the ImageNet ones the trunk's outputs were made for. The BN scale and shift are still
-    trained; only the statistics are frozen.
-    """
-    from torch import nn
-
-    for layer in module.modules():
-        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
-            layer.eval()
-
-
-class _Stepper:
-    """Shuffled batches and one optimiser step on a batch's logits, shared by both phases."""
-
-    def __init__(
-        self, optimiser: Any, label_smoothing: float, target: torch.Tensor, random_state: int
-    ) -> None:
-        import torch
-
-        self.optimiser = optimiser
-        self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        self.target = target
-        self.generator = torch.Generator().manual_seed(random_state)
-
-    def batches(self, batch_size: int) -> list[torch.Tensor]:
-        """A fresh random order of the training rows, cut into batches."""
-        import torch
-
-        order = torch.randperm(len(self.target), generator=self.generator)
-        return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-
-    def __call__(self, logits: torch.Tensor, batch: torch.Tensor) -> float:
-        """Backpropagate the batch's loss and step; returns the loss summed over the batch."""
-        loss = self.loss_fn(logits, self.target[batch])
-        self.optimiser.zero_grad()
-        loss.backward()
-        self.optimiser.step()
-        return float(loss.detach()) * len(batch)
-
-
-class FineTuneHead(Head):
+class FineTuneHead(TorchHead):
     """Fine-tunes the last EfficientNet-Lite blocks + a fusion MLP on cached trunk activations.
 
     Parameters:
@@ -213,6 +169,12 @@ class FineTuneHead(Head):
 
     name: ClassVar[str] = "fine-tune"
     modalities: ClassVar[tuple[str, ...]] = ("image_activations", "text")
+    family: ClassVar[str] = "fine-tune"
+    epochs_phase: ClassVar[str] = EPOCHS_PHASE
+    predict_batch: ClassVar[int] = PREDICT_BATCH
+    selection_score: ClassVar[str] = (
+        "mean validation accuracy over masks as given, photo only and title only (as FusionHead)"
+    )
 
     def __init__(
         self,
@@ -258,34 +220,15 @@ class FineTuneHead(Head):
         """Validate the parameters; return the (C, H, W) shape of the expected activations."""
         spec = effnet_spec(self.encoder)
         shape = activation_shape(spec, check_size(self.size), check_cut(spec, self.cut))
-        for name in ("proj_dim", "hidden_dim", "batch_size", "max_epochs", "patience", "n_threads"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}={value!r}; expected a positive int")
+        check_params(self, rates=("lr", "tail_lr"))
         warmup = self.warmup_epochs
         if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
             raise ValueError(f"warmup_epochs={warmup!r}; expected an int >= 0")
-        ranges = {
-            "dropout": (0.0, 1.0),
-            "modality_dropout": (0.0, 0.5),
-            "label_smoothing": (0.0, 1.0),
-        }
-        for name, (low, high) in ranges.items():
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not low <= value <= high:
-                raise ValueError(f"{name}={value!r}; expected a number in [{low}, {high}]")
-        for name in ("lr", "tail_lr", "weight_decay"):
-            value = getattr(self, name)
-            if (
-                not isinstance(value, int | float)
-                or value < 0
-                or (name != "weight_decay" and not value)
-            ):
-                raise ValueError(f"{name}={value!r}; expected a positive number")
         return shape
 
-    def _check_activation_width(self, X: Inputs, shape: tuple[int, int, int]) -> None:
-        """Refuse activations from another trunk, naming the one that fits."""
+    def _check_fit(self, X: Inputs) -> None:
+        """Parameters, and activations from the trunk that fits them (naming it when not)."""
+        shape = self._check_params()
         width = self._features(X, "image_activations").shape[1]
         expected = int(np.prod(shape))
         if width != expected:
@@ -295,55 +238,14 @@ class FineTuneHead(Head):
                 f"{expected}; compute them with get_encoder({self.encoder + '-trunk'!r}, "
                 f"cut={self.cut}, size={self.size})"
             )
-
-    # -- fitting ---------------------------------------------------------------------------
-    def _fit(
-        self,
-        X: Inputs,
-        y: np.ndarray,
-        classes: np.ndarray,
-        eval_set: tuple[Inputs, np.ndarray] | None,
-    ) -> None:
-        shape = self._check_params()
-        self._check_activation_width(X, shape)
-        import torch
-
-        started = time.perf_counter()
-        X_fit, y_fit, X_val, y_val, selection = validation_split(
-            X, y, eval_set, self.random_state, HOLDOUT_FRACTION
-        )
-        self.classes_ = classes
         self.activation_shape_ = shape
-        self.n_image_activations_features_ = int(np.prod(shape))
+        self.n_image_activations_features_ = expected
         self.n_text_features_ = int(self._features(X, "text").shape[1])
         self.trunk_version_ = EfficientNetLiteEncoder(
             self.encoder, size=self.size, cut=self.cut
         ).version
-        with torch_settings(self.n_threads, deterministic=True), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.random_state)
-            self.network_ = self._new_network()
-            pooled = self._pooled(X_fit)  # the frozen features: the tail is still pretrained
-            self._set_standardisers(X_fit, pooled.numpy())
-            history = self._train(X_fit, y_fit, X_val, y_val, pooled)
-        best = max(history, key=lambda h: h["val_score"])
-        self.best_epoch_ = int(best["epoch"])
-        self.validation_report_ = {
-            "head": self.name,
-            "selection": selection,
-            "metric": "accuracy",
-            "n_train": len(y_fit),
-            "n_validation": len(y_val),
-            "epochs_run": sum(h["epoch"] > 0 for h in history),
-            "best_epoch": self.best_epoch_,
-            "best": {"family": "fine-tune", "params": self.get_params(), **best},
-            "trials": history,
-            "val_accuracy_by_modality": best["val_accuracy_by_modality"],
-            "selection_score": "mean validation accuracy over masks as given, photo only and "
-            "title only (as FusionHead)",
-            "trunk_version": self.trunk_version_,
-            "fit_seconds": round(time.perf_counter() - started, 3),
-        }
 
+    # -- fitting ---------------------------------------------------------------------------
     def _new_network(self) -> Any:
         """Tail with the pretrained weights + a fresh FusionNet over its 1280 pooled values."""
         import torch
@@ -366,33 +268,18 @@ class FineTuneHead(Head):
             )
         return network_class_finetune()(tail, fusion, self.activation_shape_)
 
-    def _set_standardisers(self, X: Inputs, pooled: np.ndarray) -> None:
+    def _prepare(self, X: Inputs) -> torch.Tensor:
         """Standardise the image branch with the pretrained tail's outputs on the training
-        photos (fixed afterwards, like the frozen-feature heads), the text branch as FusionHead."""
-        import torch
-
-        image_mean, image_scale = standardiser(pooled, X.has_image)
-        image_scale = floored_scale(image_scale)
-        text_mean, text_scale = standardiser(self._features(X, "text"), X.has_text)
-        fusion = self.network_.fusion
-        buffers = {
-            "image_mean": image_mean,
-            "image_scale": image_scale,
-            "text_mean": text_mean,
-            "text_scale": text_scale,
-        }
-        for name, value in buffers.items():
-            getattr(fusion, name).copy_(torch.from_numpy(value))
-
-    def _tensors(self, X: Inputs) -> tuple[torch.Tensor, ...]:
-        import torch
-
-        return (
-            torch.from_numpy(self._features(X, "image_activations")),
-            torch.from_numpy(self._features(X, "text")),
-            torch.from_numpy(X.has_image.copy()),
-            torch.from_numpy(X.has_text.copy()),
+        photos (fixed afterwards, like the frozen-feature heads), the text branch as FusionHead.
+        Returns those outputs: the frozen features the warm-up trains on."""
+        pooled = self._pooled(X)
+        image_mean, image_scale = standardiser(pooled.numpy(), X.has_image)
+        set_standardisers(
+            self.network_.fusion,
+            image=(image_mean, floored_scale(image_scale)),
+            text=standardiser(self._features(X, "text"), X.has_text),
         )
+        return pooled
 
     def _pooled(self, X: Inputs) -> torch.Tensor:
         """(n, 1280) tail outputs in eval mode (zeros for products without a photo)."""
@@ -409,143 +296,110 @@ class FineTuneHead(Head):
                 )
         return torch.cat(parts) if parts else torch.zeros(0, FEATURE_DIM)
 
-    def _train(
-        self, X: Inputs, y: np.ndarray, X_val: Inputs, y_val: np.ndarray, pooled: torch.Tensor
-    ) -> list[dict[str, Any]]:
-        """Warm up the classifier on the frozen features, then train tail + classifier; keeps
-        the weights of the best validation epoch (epoch 0 = after the warm-up, tail untouched).
+    def _optimiser(self, n_rows: int) -> tuple[Any, Any]:
+        import torch
+
+        groups = [
+            {"params": self.network_.tail.parameters(), "lr": self.tail_lr},
+            {"params": self.network_.fusion.parameters(), "lr": self.lr},
+        ]
+        return torch.optim.AdamW(groups, weight_decay=self.weight_decay), None
+
+    def _epochs(self) -> Iterable[int]:
+        """Epoch 0 (when warmup_epochs > 0) warms up the classifier on the frozen features, then
+        tail + classifier train; epoch 0 competes for the best epoch too (tail untouched).
 
         The warm-up costs almost nothing (the tail's outputs at init are computed once and are
         exactly the frozen encoder's features), and it means the few expensive epochs adapt the
         tail to a classifier that already works instead of to random gradients from a fresh one.
         """
-        import torch
+        return range(0 if self.warmup_epochs else 1, self.max_epochs + 1)
 
-        net = self.network_
-        tensors = self._tensors(X)
-        target = torch.from_numpy(np.searchsorted(self.classes_, y.astype(str)).astype(np.int64))
-        optimiser = torch.optim.AdamW(
-            [
-                {"params": net.tail.parameters(), "lr": self.tail_lr},
-                {"params": net.fusion.parameters(), "lr": self.lr},
-            ],
-            weight_decay=self.weight_decay,
-        )
-        step = _Stepper(optimiser, float(self.label_smoothing), target, self.random_state)
-        history: list[dict[str, Any]] = []
-        best_state, best_score, stale = copy.deepcopy(net.state_dict()), -1.0, 0
-        warmup = self.warmup_epochs
-        for epoch in range(0 if warmup else 1, self.max_epochs + 1):
-            t0 = time.perf_counter()
-            if epoch == 0:
-                losses = [self._classifier_epoch(pooled, tensors, step) for _ in range(warmup)]
-                loss = float(np.mean(losses))
-            else:
-                loss = self._tail_epoch(tensors, step)
-            train_seconds = time.perf_counter() - t0
-            by_modality = self._accuracy_by_modality(X_val, y_val)
-            score = float(np.mean([v for v in by_modality.values() if v is not None]))
-            history.append(
-                {
-                    "epoch": epoch,
-                    "phase": "classifier warm-up" if epoch == 0 else "tail + classifier",
-                    "train_loss": round(loss, 5),
-                    "val_score": score,
-                    "val_accuracy": by_modality["as_given"],
-                    "val_accuracy_by_modality": by_modality,
-                    "train_seconds": round(train_seconds, 3),
-                    "seconds": round(time.perf_counter() - t0, 3),
-                }
-            )
-            report_training(EPOCHS_PHASE, epoch, self.max_epochs)
-            if score > best_score:
-                best_state, best_score, stale = copy.deepcopy(net.state_dict()), score, 0
-            else:
-                stale += 1
-                if stale >= self.patience:
-                    break
-        report_training(EPOCHS_PHASE, self.max_epochs, self.max_epochs)
-        net.load_state_dict(best_state)
-        net.eval()
-        return history
+    def _epoch(
+        self,
+        epoch: int,
+        tensors: tuple[torch.Tensor, ...],
+        step: Stepper,
+        generator: torch.Generator,
+        prepared: Any,
+    ) -> float:
+        if epoch == 0:
+            losses = [
+                self._classifier_epoch(prepared, tensors, step, generator)
+                for _ in range(self.warmup_epochs)
+            ]
+            return float(np.mean(losses))
+        return self._tail_epoch(tensors, step, generator)
+
+    def _history_extras(self, epoch: int, train_seconds: float) -> dict[str, Any]:
+        return {
+            "phase": "classifier warm-up" if epoch == 0 else "tail + classifier",
+            "train_seconds": round(train_seconds, 3),
+        }
+
+    def _report_extras(self) -> dict[str, Any]:
+        return {"trunk_version": self.trunk_version_}
 
     def _classifier_epoch(
-        self, pooled: torch.Tensor, tensors: tuple[torch.Tensor, ...], step: _Stepper
+        self,
+        pooled: torch.Tensor,
+        tensors: tuple[torch.Tensor, ...],
+        step: Stepper,
+        generator: torch.Generator,
     ) -> float:
         """One epoch of the fusion network alone on fixed image features; mean training loss."""
         _, text, image_mask, text_mask = tensors
         self.network_.fusion.train()
         total = 0.0
-        for batch in step.batches(self.batch_size):
+        for batch in shuffled_batches(len(step.target), self.batch_size, generator):
             im, tm = drop_modalities(
-                image_mask[batch], text_mask[batch], float(self.modality_dropout), step.generator
+                image_mask[batch], text_mask[batch], float(self.modality_dropout), generator
             )
             total += step(self.network_.fusion(pooled[batch], text[batch], im, tm), batch)
         return total / max(len(step.target), 1)
 
-    def _tail_epoch(self, tensors: tuple[torch.Tensor, ...], step: _Stepper) -> float:
+    def _tail_epoch(
+        self, tensors: tuple[torch.Tensor, ...], step: Stepper, generator: torch.Generator
+    ) -> float:
         """One epoch of tail + fusion network on the cached activations; mean training loss."""
         activations, text, image_mask, text_mask = tensors
         net = self.network_
         net.train()
-        freeze_batch_norm(net.tail)  # drop connect and dropout stay on; see the docstring
+        freeze_batch_norm(net.tail)  # drop connect and dropout stay on; see freeze_batch_norm
         total = 0.0
-        for batch in step.batches(self.batch_size):
+        for batch in shuffled_batches(len(step.target), self.batch_size, generator):
             im, tm = drop_modalities(
-                image_mask[batch], text_mask[batch], float(self.modality_dropout), step.generator
+                image_mask[batch], text_mask[batch], float(self.modality_dropout), generator
             )
             pooled = net.image_features(activations[batch], im)
             total += step(net.fusion(pooled, text[batch], im, tm), batch)
         return total / max(len(step.target), 1)
 
-    def _accuracy_by_modality(self, X: Inputs, y: np.ndarray) -> dict[str, float | None]:
-        """Validation accuracy with the masks as given, photo only and title only.
-
-        The tail runs once per epoch over the validation photos; the three mask variants only
-        re-run the small fusion network. None where no product has the modality.
-        """
+    def _predict_positions(self, X: Inputs) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """The tail runs once per epoch over the validation photos; the mask variants only
+        re-run the small fusion network."""
         import torch
 
-        true = class_positions(self.classes_, y)
         pooled = self._pooled(X)
-        _, text, image_mask, text_mask = self._tensors(X)
-        off = torch.zeros(len(X), dtype=torch.bool)
-        variants = {
-            "as_given": (image_mask, text_mask, np.ones(len(X), dtype=bool)),
-            "image_only": (image_mask, off, X.has_image),
-            "text_only": (off, text_mask, X.has_text),
-        }
-        out: dict[str, float | None] = {}
-        with torch.no_grad():
-            for name, (im, tm, counted) in variants.items():
-                if not counted.any():
-                    out[name] = None
-                    continue
-                predicted = self.network_.fusion(pooled, text, im, tm).argmax(dim=1).numpy()
-                out[name] = float(np.mean(predicted[counted] == true[counted]))
-        return out
+        text = torch.from_numpy(self._features(X, "text"))
+
+        def predict(image_mask: np.ndarray, text_mask: np.ndarray) -> np.ndarray:
+            im, tm = torch.from_numpy(image_mask.copy()), torch.from_numpy(text_mask.copy())
+            with torch.no_grad():
+                logits = self.network_.fusion(pooled, text, im, tm)
+            positions: np.ndarray = logits.argmax(dim=1).numpy()
+            return positions
+
+        return predict
 
     # -- predicting ------------------------------------------------------------------------
-    def _raw_logits(self, X: Inputs) -> np.ndarray:
-        """float32 logits in eval mode, in batches (the torch path; serving uses export_onnx)."""
-        import torch
-
-        tensors = self._tensors(X)
-        out = []
-        self.network_.eval()
-        with torch_settings(self.n_threads, deterministic=False), torch.no_grad():
-            for start in range(0, len(X), PREDICT_BATCH):
-                activations, text, image_mask, text_mask = (
-                    t[start : start + PREDICT_BATCH] for t in tensors
-                )
-                pooled = self.network_.image_features(activations, image_mask)
-                out.append(self.network_.fusion(pooled, text, image_mask, text_mask).numpy())
-        if not out:
-            return np.zeros((0, len(self.classes_)), dtype=np.float32)
-        return np.concatenate(out)
-
-    def _logits(self, X: Inputs) -> np.ndarray:
-        return self._raw_logits(X).astype(np.float64)
+    def _forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        """The tail on the present photos only, then the fusion network (serving runs the
+        exported graph, which runs the tail on every row: no data-dependent shapes)."""
+        activations, text, image_mask, text_mask = tensors
+        pooled = self.network_.image_features(activations, image_mask)
+        result: torch.Tensor = self.network_.fusion(pooled, text, image_mask, text_mask)
+        return result
 
     # -- persistence -----------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
@@ -558,13 +412,7 @@ class FineTuneHead(Head):
             "trunk_version": self.trunk_version_,
         }
 
-    def _weights(self) -> dict[str, np.ndarray]:
-        """The tail ("tail.*", BatchNorm statistics included) and fusion ("fusion.*") weights."""
-        return {k: v.detach().cpu().numpy() for k, v in self.network_.state_dict().items()}
-
     def _restore(self, config: dict[str, Any], weights: dict[str, np.ndarray]) -> None:
-        import torch
-
         self.activation_shape_ = self._check_params()
         saved_shape = tuple(int(v) for v in config["activation_shape"])
         if saved_shape != self.activation_shape_:
@@ -577,17 +425,4 @@ class FineTuneHead(Head):
         self.n_text_features_ = int(config["n_text_features"])
         self.best_epoch_ = int(config["best_epoch"])
         self.trunk_version_ = str(config["trunk_version"])
-        self.network_ = self._new_network()
-        self.network_.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
-        self.network_.eval()
-
-    def export_onnx(self, path: str | Path) -> Path:
-        """Write tail + classifier as ONNX: inputs image_activations (N, C*H*W) and text
-        (float32), image_mask and text_mask (bool); output logits (float32); any batch size.
-
-        Serving runs the trunk encoder ("<encoder>-trunk", same cut and size; its version is in
-        config.json as trunk_version) and then this file, both under ONNX Runtime.
-        """
-        self._check_fitted("export_onnx")
-        widths = (self.n_image_activations_features_, self.n_text_features_)
-        return export_logits_onnx(self.network_, widths, path, ONNX_INPUTS)
+        self._load_network(weights)

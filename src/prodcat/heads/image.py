@@ -19,10 +19,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from .base import Head, Inputs, stratified_holdout
+from .base import HOLDOUT_FRACTION, Head, stratified_holdout
+from .inputs import Inputs
 from .text_linear import UNSEEN_LOGIT_GAP
-
-HOLDOUT_FRACTION = 0.1
 
 
 def standardiser(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from .base import Head, Inputs, read_config
+from .base import Head, read_config
+from .inputs import Inputs
 
 if TYPE_CHECKING:
     import onnxruntime

@@ -19,7 +19,6 @@ label smoothing 0.1, dropout 0.2 before the classifier, random horizontal flips 
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -142,22 +141,19 @@ def tune_whole_network(
     """Fine-tune the pretrained network of `frozen` (its variant and size, the encoder that
     decoded the photos) and export the best epoch's feature extractor to `out_dir`. Validation
     accuracy picks the epoch (ties: the earlier one)."""
-    import torch
 
     from prodcat.encoders.export import export_tuned_effnet, load_effnet_torch
-    from prodcat.heads.fusion import torch_settings
+    from prodcat.heads.torch_training import seeded
 
     if len(train.y) == 0 or len(validation.y) == 0:
         raise ValueError(
             f"fine-tuning needs training and validation photos; got {len(train.y)} and "
             f"{len(validation.y)} readable ones"
         )
-    with torch_settings(settings.threads, deterministic=False):
-        torch.manual_seed(settings.seed)
+    with seeded(settings.seed, settings.threads, deterministic=False):
         size = frozen.size
         network = _classifier(load_effnet_torch(frozen.spec.name, size), n_classes)
-        history, best_state = _fit(network, train, validation, settings, progress)
-        network.load_state_dict(best_state)
+        history = _fit(network, train, validation, settings, progress)  # the best epoch's weights
         best = max(history, key=lambda h: h["validation"])
         tuned_name = f"{frozen.spec.name}{TUNED_SUFFIX}"
         path = Path(out_dir) / f"{tuned_name}-{size}px-{int(time.time() * 1e6):x}.onnx"
@@ -218,10 +214,12 @@ def _fit(
     validation: PhotoSet,
     settings: WholeTuneSettings,
     progress: bool,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+) -> list[dict[str, Any]]:
+    """Train `network` for `settings.epochs` epochs (the shared loop of
+    `prodcat.heads.torch_training`); it ends with the weights of the best validation epoch."""
     import torch
 
-    from prodcat.heads.finetune import freeze_batch_norm
+    from prodcat.heads.torch_training import Stepper, freeze_batch_norm, train_epochs
 
     n_batches = -(-len(train.y) // settings.batch_size)
     backbone, head = network[0], network[2]
@@ -238,11 +236,10 @@ def _fit(
         total_steps=settings.epochs * n_batches,
         pct_start=0.15,
     )
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    step = Stepper(optimiser, torch.from_numpy(train.y), label_smoothing=0.1, scheduler=schedule)
     rng = np.random.default_rng(settings.seed)
-    history: list[dict[str, Any]] = []
-    best_state: dict[str, Any] = {}
-    for epoch in range(1, settings.epochs + 1):
+
+    def run(epoch: int) -> dict[str, Any]:
         start = time.perf_counter()
         network.train()
         freeze_batch_norm(network)
@@ -251,16 +248,13 @@ def _fit(
         with progress_bar(description, n_batches, enabled=progress) as advance:
             for first in range(0, len(order), settings.batch_size):
                 index = np.sort(order[first : first + settings.batch_size])
-                logits = network(pixels_batch(train.pixels[index], rng))
-                loss = loss_fn(logits, torch.from_numpy(train.y[index]))
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-                schedule.step()
+                step(network(pixels_batch(train.pixels[index], rng)), torch.from_numpy(index))
                 advance(1)
         seconds = time.perf_counter() - start
-        score = accuracy(network, validation)
-        history.append({"epoch": epoch, "seconds": round(seconds, 1), "validation": score})
-        if score > max((h["validation"] for h in history[:-1]), default=-1.0):
-            best_state = copy.deepcopy(network.state_dict())
-    return history, best_state
+        return {
+            "epoch": epoch,
+            "seconds": round(seconds, 1),
+            "validation": accuracy(network, validation),
+        }
+
+    return train_epochs(network, range(1, settings.epochs + 1), run, score="validation")
