@@ -224,7 +224,8 @@ def _sparse_factory(kind: str) -> Callable[..., Encoder]:
         token_pattern: str | None = None,
         lowercase: bool = True,
     ) -> Encoder:
-        from .text import TOKEN_PATTERN, BowEncoder, TfidfEncoder
+        from .text import BowEncoder, TfidfEncoder
+        from .words import TOKEN_PATTERN
 
         cls = BowEncoder if kind == "bow" else TfidfEncoder
         return cls(
