@@ -34,6 +34,8 @@ TASKS = {"T10": {"top_classes": 10}, "FULL": {"min_class_count": 20}}
 MODELS = ("text", "image", "fusion")
 # A model name with one of these suffixes fine-tunes the photo network: "-ft" its last blocks
 # ("image-ft"), "-ftw" all of it, 4 epochs ("fusion-ftw": `prodcat train --fine-tune-whole`).
+# The rows' model names and the head each trains.
+HEADS = {"text": "text-linear", "image": "image", "fusion": "fusion-blend"}
 FINE_TUNED = "-ft"
 FINE_TUNED_WHOLE = "-ftw"
 
@@ -74,7 +76,7 @@ def main() -> None:
                     continue  # the title-only model does not depend on the image encoder
                 for seed in range(args.first_seed, args.first_seed + args.seeds):
                     options = TrainOptions(
-                        model=model.split("-")[0],  # type: ignore[arg-type]
+                        model=HEADS[model.split("-")[0]],
                         fine_tune=model.endswith(FINE_TUNED),
                         fine_tune_whole=model.endswith(FINE_TUNED_WHOLE),
                         image_encoder=encoder,

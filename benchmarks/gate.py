@@ -83,7 +83,7 @@ def main() -> None:
     runs: dict[str, Any] = {}
     for task in args.tasks.split(","):
         options = TrainOptions(
-            model="fusion",
+            model="fusion-blend",
             seed=args.seed,
             target_accuracy=args.target_accuracy,
             image_size=args.image_size,

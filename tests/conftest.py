@@ -49,7 +49,7 @@ def sample_model_dir(
 
     result = train(
         sample_catalogue,
-        TrainOptions(model="fusion", seed=0),
+        TrainOptions(model="fusion-blend", seed=0),
         cache=FeatureCache(private_cache_dir),
     )
     return result.model.save(tmp_path_factory.mktemp("sample-model") / "fusion")

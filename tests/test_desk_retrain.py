@@ -26,7 +26,7 @@ def test_retraining_with_extra_labels_changes_those_predictions(
     header = "id,category,reviewer,time,model_suggestion,agreed,new_category"
     labels.write_text("\n".join([header, *rows]) + "\n")
 
-    options = TrainOptions(model="text", text_families=("l2",))
+    options = TrainOptions(model="text-linear", text_families=("l2",))
     cache = FeatureCache(private_cache_dir)
     before = train(sample_catalogue, options, cache=cache, progress=False).model
     relabelled, unknown = apply_extra_labels(sample_catalogue, read_labels_csv(labels))

@@ -28,7 +28,8 @@ def test_training_the_title_model_twice_gives_the_same_model(
     for run in range(2):
         np.random.random(3)  # a run must not depend on numpy's global generator
         cache = FeatureCache(tmp_path / f"cache-{run}")
-        results.append(train(sample_catalogue, TrainOptions(model="text", seed=0), cache=cache))
+        options = TrainOptions(model="text-linear", seed=0)
+        results.append(train(sample_catalogue, options, cache=cache))
     first, second = results
     assert {family for family, _, _ in _trials(first)} == {"l2", "l1", "rf"}
     assert _trials(first) == _trials(second)

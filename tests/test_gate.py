@@ -29,7 +29,7 @@ runner = CliRunner()
 def held_out(sample_catalogue: Catalogue, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     result = train(
         sample_catalogue,
-        TrainOptions(model="fusion", top_classes=12, seed=0),
+        TrainOptions(model="fusion-blend", top_classes=12, seed=0),
         cache=FeatureCache(),
         progress=False,
     )

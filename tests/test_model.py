@@ -167,7 +167,7 @@ def test_back_off_to_a_confident_ancestor(trained: tuple[Path, dict[str, object]
 def test_text_model_and_class_floor(sample_catalogue: Catalogue) -> None:
     result = train(
         sample_catalogue,
-        TrainOptions(model="text", min_class_count=40, text_families=("l2",)),
+        TrainOptions(model="text-linear", min_class_count=40, text_families=("l2",)),
         cache=FeatureCache(),
         progress=False,
     )
@@ -184,11 +184,34 @@ def test_option_errors_are_clear() -> None:
     with pytest.raises(ValueError, match="not both"):
         TrainOptions(top_classes=3, min_class_count=2)
     with pytest.raises(ValueError, match="dense text embeddings"):
-        TrainOptions(model="fusion", text_encoder="tfidf")
+        TrainOptions(model="fusion-blend", text_encoder="tfidf")
     with pytest.raises(ValueError, match="names size 160 but --image-size is 128"):
         TrainOptions(image_encoder="effnet-lite0@160", image_size=128)
     with pytest.raises(ValueError, match="size=9 is out of range"):
         TrainOptions(image_size=9)
+
+
+def test_the_model_option_names_the_head_it_builds() -> None:
+    """`--model X` trains the head registered as X, whose saved config says X."""
+    for name in ("fusion-blend", "fusion", "text-linear", "image"):
+        options = TrainOptions(model=name, seed=3)
+        head = make_head(options)
+        assert head.name == name
+        assert head.get_params().get("random_state", 3) == 3
+    assert TrainOptions(model="text-linear").model_text_encoder is None  # it fits its own words
+    assert make_head(TrainOptions(model="text-linear", text_encoder="bow")).vectorizer == "bow"
+    assert TrainOptions(model="fusion").model_text_encoder == "minilm"
+    assert TrainOptions(model="image").resolved_text_encoder is None
+    with pytest.raises(
+        ValueError, match="expected one of fusion-blend, fusion, text-linear, image"
+    ):
+        TrainOptions(model="text")
+    with pytest.raises(ValueError, match="fits its own bag of words"):
+        TrainOptions(model="text-linear", text_encoder="minilm")
+    with pytest.raises(ValueError, match="reads no title"):
+        TrainOptions(model="image", text_encoder="minilm")
+    with pytest.raises(ValueError, match="trains the photo network"):
+        TrainOptions(model="text-linear", fine_tune=True)
 
 
 def test_the_image_size_travels_in_the_encoder_name() -> None:
@@ -198,7 +221,7 @@ def test_the_image_size_travels_in_the_encoder_name() -> None:
     head = make_head(tuned)
     assert isinstance(head, FineTuneHead) and (head.size, head.cut) == (160, 14)
     assert TrainOptions().resolved_image_encoder == "effnet-lite0"
-    assert TrainOptions(model="text", image_size=160).resolved_image_encoder is None
+    assert TrainOptions(model="text-linear", image_size=160).resolved_image_encoder is None
 
 
 def test_the_python_api_answers_every_product_with_a_decision(

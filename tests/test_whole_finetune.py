@@ -164,7 +164,7 @@ def test_settings_and_options_reject_what_cannot_work() -> None:
     with pytest.raises(ValueError, match="lr=0"):
         WholeTuneSettings(lr=0)
     with pytest.raises(ValueError, match="--fine-tune-whole trains the photo network"):
-        TrainOptions(model="text", fine_tune_whole=True)
+        TrainOptions(model="text-linear", fine_tune_whole=True)
     with pytest.raises(ValueError, match="not both"):
         TrainOptions(fine_tune=True, fine_tune_whole=True)
 

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from prodcat.training.train import TrainResult
 
 DEFAULT_OUT = Path("prodcat-demo")
+# The demo's three models: the folder each goes to, and the head it trains.
+DEMO_HEADS = {"text": "text-linear", "image": "image", "fusion": "fusion-blend"}
 EXPERIMENT_NAMES = {
     "text": "title only (TF-IDF + linear)",
     "image": "photo only (EfficientNet-Lite0 + linear)",
@@ -115,7 +117,7 @@ def demo(
     results: dict[str, TrainResult] = {}
     for kind in ("text", "image", "fusion"):
         out.rule(f"training the {kind} model")
-        results[kind] = run_training(cat, TrainOptions(model=kind), cache)
+        results[kind] = run_training(cat, TrainOptions(model=DEMO_HEADS[kind]), cache)
         results[kind].model.save(out_dir / kind)
     experiments = [
         {
@@ -132,7 +134,11 @@ def demo(
         out_dir / "report",
         title="prodcat demo: the bundled sample, test part",
         metrics=best.test,
-        model_info={"model": str(out_dir / "fusion"), "head": "fusion", **best.model.figures},
+        model_info={
+            "model": str(out_dir / "fusion"),
+            "head": DEMO_HEADS["fusion"],
+            **best.model.figures,
+        },
         experiments=experiments,
         model_selection=selection.get("trials"),
     )

@@ -43,7 +43,13 @@ if TYPE_CHECKING:
     from prodcat.training.train import TrainOptions, TrainResult
 
 ModelKindOpt = Annotated[
-    str, typer.Option("--model", metavar="KIND", help="fusion (photo + title), text or image.")
+    str,
+    typer.Option(
+        "--model",
+        metavar="HEAD",
+        help="fusion-blend (photo + title, the default), fusion (the network alone), text-linear "
+        "(title only) or image (photo only).",
+    ),
 ]
 
 
@@ -54,7 +60,7 @@ def train_cmd(
     out_dir: Annotated[
         Path, typer.Option("--out", metavar="FOLDER", help="Model directory to write.")
     ],
-    model: ModelKindOpt = "fusion",
+    model: ModelKindOpt = "fusion-blend",
     image_encoder: Annotated[
         str, typer.Option(metavar="NAME", help="effnet-lite0 or effnet-lite2.")
     ] = "effnet-lite0",

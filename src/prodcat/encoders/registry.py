@@ -23,9 +23,13 @@ class EncoderInfo:
     name: str
     modality: Modality
     description: str
-    # "activations": a photo network's frozen trunk, whose output a fine-tune head runs the rest
-    # of the network on; "features": a vector a head reads as it is.
-    output: Literal["features", "activations"] = "features"
+    # "features": a vector a head reads as it is; "activations": a photo network's frozen trunk,
+    # whose output a fine-tune head runs the rest of the network on; "words": a sparse bag of
+    # words fitted on the training titles (a title head fits it itself).
+    output: Literal["features", "activations", "words"] = "features"
+    # A network, run under ONNX Runtime: it takes the `backend` option ("torch" runs the
+    # reference the benchmarks compare against, where the weights exist in torch).
+    neural: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,8 @@ def register(
     *,
     modality: str,
     description: str,
-    output: Literal["features", "activations"] = "features",
+    output: Literal["features", "activations", "words"] = "features",
+    neural: bool = False,
 ) -> None:
     """Make `get_encoder(name, **options)` call `factory(**options)`.
 
@@ -61,7 +66,13 @@ def register(
             f"an encoder named {name!r} is already registered; choose another name "
             "or unregister the existing one first"
         )
-    info = EncoderInfo(name=name, modality=modality, description=description, output=output)
+    info = EncoderInfo(
+        name=name,
+        modality=modality,
+        description=description,
+        output=output,
+        neural=neural,
+    )
     _REGISTRY[name] = _Entry(info=info, factory=factory)
 
 
@@ -111,6 +122,15 @@ def encoder_name(base: str, size: int | None) -> str:
 def list_encoders() -> list[EncoderInfo]:
     """Every registered encoder, sorted by modality then name."""
     return sorted((e.info for e in _REGISTRY.values()), key=lambda i: (i.modality, i.name))
+
+
+def encoder_info(name: str) -> EncoderInfo:
+    """What the registry knows of an encoder, by name ("effnet-lite0@160" works too)."""
+    base = parse_encoder_name(name)[0]
+    entry = _REGISTRY.get(base)
+    if entry is None:
+        raise ValueError(f"unknown encoder {base!r}; known encoders: {_known()}")
+    return entry.info
 
 
 def _known() -> str:
@@ -267,12 +287,14 @@ def _register_builtins() -> None:
         _effnet_factory("effnet-lite0"),
         modality="image",
         description="EfficientNet-Lite0 ImageNet features, 1280-d, 224 px (option size), ONNX",
+        neural=True,
     )
     register(
         "effnet-lite2",
         _effnet_factory("effnet-lite2"),
         modality="image",
         description="EfficientNet-Lite2 ImageNet features, 1280-d, 260 px (option size), ONNX",
+        neural=True,
     )
     register(
         "effnet-lite0-trunk",
@@ -281,6 +303,7 @@ def _register_builtins() -> None:
         description="EfficientNet-Lite0 activations entering block `cut` (default 14: "
         "192x7x7 at 224 px), flattened, for fine-tuning the last blocks, ONNX",
         output="activations",
+        neural=True,
     )
     register(
         "effnet-lite2-trunk",
@@ -289,6 +312,7 @@ def _register_builtins() -> None:
         description="EfficientNet-Lite2 activations entering block `cut` (default 19: "
         "208x9x9 at 260 px), flattened, for fine-tuning the last blocks, ONNX",
         output="activations",
+        neural=True,
     )
     for variant in ("effnet-lite0", "effnet-lite2"):
         register(
@@ -297,24 +321,28 @@ def _register_builtins() -> None:
             modality="image",
             description=f"{variant} with every layer fine-tuned on a catalogue (prodcat train "
             "--fine-tune-whole), 1280-d, from the model folder's ONNX file (option onnx_file)",
+            neural=True,
         )
     register(
         "bow",
         _sparse_factory("bow"),
         modality="text",
         description="binary bag of words fitted on training titles, sparse",
+        output="words",
     )
     register(
         "tfidf",
         _sparse_factory("tfidf"),
         modality="text",
         description="TF-IDF of words and word pairs fitted on training titles, sparse",
+        output="words",
     )
     register(
         "minilm",
         _minilm,
         modality="text",
         description="all-MiniLM-L6-v2 sentence embeddings, 384-d, L2-normalised, ONNX",
+        neural=True,
     )
     register(
         "hashbow",
@@ -330,6 +358,11 @@ def is_trunk(encoder: str | None) -> bool:
         return False
     entry = _REGISTRY.get(parse_encoder_name(encoder)[0])
     return entry is not None and entry.info.output == "activations"
+
+
+def fits_words(encoder: str) -> bool:
+    """Whether a text encoder is a bag of words fitted on the training titles (bow, tfidf)."""
+    return all(encoder_info(part).output == "words" for part in split_encoders(encoder))
 
 
 def split_encoders(name: str) -> list[str]:

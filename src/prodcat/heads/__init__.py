@@ -22,21 +22,26 @@ if TYPE_CHECKING:
     from .image import ImageHead
     from .text_linear import TextLinearHead
 
-# head name -> (module, class). The scikit-learn heads are imported on first use: importing
-# scikit-learn costs ~1.8 s of CPU, which the torch heads' prediction path (the REST API's cold
-# start) never needs.
+# The registry: head name -> (module, class). The name is what a saved head's config.json says
+# and what `prodcat train --model` takes. The scikit-learn heads are imported on first use:
+# importing scikit-learn costs ~1.8 s of CPU, which the torch heads' prediction path (the REST
+# API's cold start) never needs.
 _HEAD_CLASSES = {
+    "fusion-blend": ("blend", "BlendHead"),
+    "fusion": ("fusion", "FusionHead"),
     "text-linear": ("text_linear", "TextLinearHead"),
     "image": ("image", "ImageHead"),
-    "fusion": ("fusion", "FusionHead"),
     "fine-tune": ("finetune", "FineTuneHead"),
-    "fusion-blend": ("blend", "BlendHead"),
 }
 _LAZY = {cls: module for module, cls in _HEAD_CLASSES.values()}
+# Every head can be trained by name; "fine-tune" is what `--fine-tune` swaps in for the photo part.
+HEAD_NAMES: tuple[str, ...] = tuple(_HEAD_CLASSES)
 
 
 def head_class(name: str) -> type[Head]:
-    """The head class saved under `name` ("text-linear", "image", "fusion", "fine-tune")."""
+    """The head class registered as `name` ("fusion-blend", "text-linear", "image" ...)."""
+    if name not in _HEAD_CLASSES:
+        raise ValueError(f"unknown head {name!r}; known heads: {', '.join(HEAD_NAMES)}")
     module, cls = _HEAD_CLASSES[name]
     found: type[Head] = getattr(importlib.import_module(f".{module}", __name__), cls)
     return found
@@ -64,6 +69,7 @@ def load_head(folder: str | Path) -> Head:
 
 __all__ = [
     "HEADS",
+    "HEAD_NAMES",
     "BlendHead",
     "FineTuneHead",
     "FusionHead",

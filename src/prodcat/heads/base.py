@@ -141,6 +141,12 @@ class Head(ABC):
     # The feature matrices of Inputs the head needs ("image", "text", "image_activations");
     # titles are always there.
     modalities: ClassVar[tuple[str, ...]] = ()
+    # The text encoder a training feeds it unless told otherwise: a bag of words it fits on the
+    # titles itself ("tfidf"), embeddings from the feature cache ("minilm"), or None (no text).
+    default_text_encoder: ClassVar[str | None] = None
+    # How a saved head runs without torch: "graph" (from its head.onnx), "part" (it loads itself
+    # and runs a part of it from head.onnx), None (it needs no graph).
+    onnx_graph: ClassVar[str | None] = None
     # Fitted attributes written by `fit` (besides classes_ and validation_report_).
     classes_: np.ndarray
     validation_report_: dict[str, Any]
@@ -150,6 +156,23 @@ class Head(ABC):
     def _param_names(cls) -> list[str]:
         signature = inspect.signature(cls.__init__)
         return [p for p in signature.parameters if p != "self"]
+
+    @classmethod
+    def for_training(
+        cls,
+        *,
+        seed: int,
+        text_encoder: str | None = None,
+        image_encoder: str = "effnet-lite0",
+        image_size: int | None = None,
+        text_families: tuple[str, ...] = (),
+    ) -> Self:
+        """A new head as `prodcat train` builds it from its options (the seed, and what a head
+        of this kind reads); heads with more to set override this."""
+        del text_encoder, image_encoder, image_size, text_families  # what other heads read
+        if "random_state" in cls._param_names():
+            return cls(random_state=seed)  # type: ignore[call-arg]
+        return cls()
 
     def get_params(self) -> dict[str, Any]:
         """The keyword arguments given to `__init__` (scikit-learn's contract)."""

@@ -51,6 +51,8 @@ class BlendHead(Head):
 
     name: ClassVar[str] = "fusion-blend"
     modalities: ClassVar[tuple[str, ...]] = ("image", "text")
+    default_text_encoder: ClassVar[str | None] = "minilm"
+    onnx_graph: ClassVar[str | None] = "part"  # its fusion network; the words part needs none
 
     def __init__(
         self,

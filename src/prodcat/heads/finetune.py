@@ -36,7 +36,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 
@@ -169,12 +169,34 @@ class FineTuneHead(TorchHead):
 
     name: ClassVar[str] = "fine-tune"
     modalities: ClassVar[tuple[str, ...]] = ("image_activations", "text")
+    default_text_encoder: ClassVar[str | None] = "minilm"
+    onnx_graph: ClassVar[str | None] = "graph"
     family: ClassVar[str] = "fine-tune"
     epochs_phase: ClassVar[str] = EPOCHS_PHASE
     predict_batch: ClassVar[int] = PREDICT_BATCH
     selection_score: ClassVar[str] = (
         "mean validation accuracy over masks as given, photo only and title only (as FusionHead)"
     )
+
+    @classmethod
+    def for_training(
+        cls,
+        *,
+        seed: int,
+        text_encoder: str | None = None,
+        image_encoder: str = "effnet-lite0",
+        image_size: int | None = None,
+        text_families: tuple[str, ...] = (),
+    ) -> Self:
+        """The last blocks of `image_encoder`'s network at `image_size`, cut where its spec says."""
+        del text_encoder, text_families
+        spec = effnet_spec(image_encoder)
+        return cls(
+            encoder=image_encoder,
+            cut=spec.default_cut,
+            size=image_size or spec.native_size,
+            random_state=seed,
+        )
 
     def __init__(
         self,

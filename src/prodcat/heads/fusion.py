@@ -125,6 +125,8 @@ class FusionHead(TorchHead):
 
     name: ClassVar[str] = "fusion"
     modalities: ClassVar[tuple[str, ...]] = ("image", "text")
+    default_text_encoder: ClassVar[str | None] = "minilm"
+    onnx_graph: ClassVar[str | None] = "graph"
     family: ClassVar[str] = "fusion-mlp"
     epochs_phase: ClassVar[str] = EPOCHS_PHASE
     predict_batch: ClassVar[int] = PREDICT_BATCH

@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from .base import HOLDOUT_FRACTION, Head, stratified_holdout
 from .inputs import Inputs
-from .text_linear import UNSEEN_LOGIT_GAP
+from .linear_models import UNSEEN_LOGIT_GAP
 
 
 def standardiser(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -23,10 +23,6 @@ if TYPE_CHECKING:
     import onnxruntime
 
 ONNX_FILE = "head.onnx"
-# Heads whose saved folder gets an ONNX graph (they have `export_onnx`).
-EXPORTED_HEADS = ("fusion", "fine-tune", "fusion-blend")
-# Heads whose graph is only their torch part: the head itself loads and runs that part from it.
-PART_EXPORTED_HEADS = ("fusion-blend",)
 MASK_INPUTS = {"image_mask": "has_image", "text_mask": "has_text"}
 # Rows per ONNX Runtime call: bounds the fine-tune tail's activation memory (~60 MB per 256 rows).
 PREDICT_BATCH = 256
@@ -122,12 +118,12 @@ class OnnxHead(Head):
 def load_predict_head(folder: str | Path, *, runtime: str = "onnx") -> Head:
     """A saved head for prediction: the ONNX graph where there is one (runtime "onnx"), else the
     head itself (scikit-learn heads need no torch; a torch head saved without a graph does)."""
-    from . import load_head
+    from . import head_class, load_head
 
     if runtime not in ("onnx", "torch"):
         raise ValueError(f"runtime={runtime!r} is not supported; expected 'onnx' or 'torch'")
     if runtime == "onnx" and onnx_path(folder).is_file():
-        if read_config(folder).get("name") in PART_EXPORTED_HEADS:
+        if head_class(str(read_config(folder).get("name"))).onnx_graph == "part":
             head = load_head(folder)  # a blend: its fusion part runs from the graph
             head.fusion_ = OnnxHead.from_folder(folder)  # type: ignore[attr-defined]
             return head
@@ -138,7 +134,7 @@ def load_predict_head(folder: str | Path, *, runtime: str = "onnx") -> Head:
 def export_head_onnx(head: Head, folder: str | Path) -> Path | None:
     """Write `folder/head.onnx` for heads that run on torch; None for the others."""
     export = getattr(head, "export_onnx", None)
-    if head.name not in EXPORTED_HEADS or export is None:
+    if type(head).onnx_graph is None or export is None:
         return None
     path: Path = export(onnx_path(folder))
     return path

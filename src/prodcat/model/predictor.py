@@ -21,7 +21,7 @@ from PIL.Image import Image as PILImage
 from prodcat.catalogue import Product
 from prodcat.catalogue.images import MAX_PIXELS, ImageError, load_image, read_image
 from prodcat.encoders.base import Encoder, ImageEncoder
-from prodcat.encoders.registry import get_encoder, is_trunk, split_encoders
+from prodcat.encoders.registry import encoder_info, get_encoder, is_trunk, split_encoders
 from prodcat.gate.gate import restrict
 from prodcat.heads import Inputs
 from prodcat.model.prediction import Prediction
@@ -215,9 +215,7 @@ class Predictor:
 
 def _backend(encoder: str, backend: str) -> dict[str, str]:
     """The backend option for the encoders that have one (the neural ones)."""
-    return (
-        {} if backend == "onnx" or encoder in ("hashbow", "bow", "tfidf") else {"backend": backend}
-    )
+    return {"backend": backend} if backend != "onnx" and encoder_info(encoder).neural else {}
 
 
 def white_png() -> bytes:

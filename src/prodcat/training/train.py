@@ -11,7 +11,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -19,30 +19,27 @@ from prodcat.catalogue import Catalogue, Product
 from prodcat.catalogue.classes import choose_classes
 from prodcat.catalogue.split import split_catalogue
 from prodcat.encoders.image import check_size
-from prodcat.encoders.registry import encoder_name, parse_encoder_name, split_encoders
-from prodcat.encoders.weights import effnet_spec
+from prodcat.encoders.registry import encoder_name, fits_words, parse_encoder_name, split_encoders
 from prodcat.features.cache import FeatureCache
 from prodcat.gate.gate import DEFAULT_TARGET_ACCURACY, class_indices, fit_gate, gate_metrics
-from prodcat.heads import BlendHead, FineTuneHead, Head, ImageHead, Inputs, TextLinearHead
+from prodcat.heads import HEAD_NAMES, Head, Inputs, head_class
 from prodcat.model.bundle import Model, training_fingerprint
 from prodcat.progress import training_progress
 from prodcat.taxonomy.tree import format_path
 from prodcat.training.metrics import evaluate
 from prodcat.training.whole_network import TunedPhotoNetwork
 
-ModelKind = Literal["fusion", "text", "image"]
-MODEL_KINDS: tuple[str, ...] = ("fusion", "text", "image")
-SPARSE_TEXT = ("bow", "tfidf")
-
 
 @dataclass(frozen=True)
 class TrainOptions:
-    model: ModelKind = "fusion"
+    # The head to train, by its registered name (`prodcat.heads.HEAD_NAMES`): "fusion-blend"
+    # (photo + title), "fusion", "text-linear" (title only), "image" (photo only).
+    model: str = "fusion-blend"
     image_encoder: str = "effnet-lite0"
     # The photo network's input size in pixels; None: the encoder's native size (224 for
     # Lite0). Thumbnails lose little below it and encode 2-3x faster (see docs/training.md).
     image_size: int | None = None
-    text_encoder: str | None = None  # default: minilm for fusion, tfidf for text
+    text_encoder: str | None = None  # default: the head's (minilm, or tfidf for text-linear)
     top_classes: int | None = None
     min_class_count: int | None = None
     seed: int = 0
@@ -62,8 +59,12 @@ class TrainOptions:
             raise ValueError(
                 f"target_accuracy={self.target_accuracy}; expected a number in (0, 1], e.g. 0.995"
             )
-        if self.model not in MODEL_KINDS:
-            raise ValueError(f"model={self.model!r} is not known; expected one of {MODEL_KINDS}")
+        if self.model not in HEAD_NAMES or self.model == "fine-tune":
+            raise ValueError(
+                f"--model {self.model!r} is not a head training builds; expected one of "
+                f"{', '.join(n for n in HEAD_NAMES if n != 'fine-tune')} (--fine-tune trains the "
+                "last photo blocks)"
+            )
         if self.top_classes is not None and self.min_class_count is not None:
             raise ValueError("pass --top-classes or --min-class-count, not both")
         for name in ("top_classes", "min_class_count"):
@@ -74,9 +75,10 @@ class TrainOptions:
             ("--fine-tune", self.fine_tune),
             ("--fine-tune-whole", self.fine_tune_whole),
         ):
-            if on and self.model == "text":
+            if on and not self.uses_image:
                 raise ValueError(
-                    f"{flag} trains the photo network: use it with --model fusion or image"
+                    f"{flag} trains the photo network: use it with a model that reads photos "
+                    "(--model fusion-blend, fusion or image)"
                 )
         if self.fine_tune and self.fine_tune_whole:
             raise ValueError("pass --fine-tune (the last blocks) or --fine-tune-whole, not both")
@@ -90,18 +92,39 @@ class TrainOptions:
             )
         if self.image_size is not None:
             check_size(self.image_size)
+        self._check_text_encoder()
+
+    def _check_text_encoder(self) -> None:
+        """A title head fits its own bag of words; the others read embeddings from the cache."""
         text = self.resolved_text_encoder
-        if self.model == "text" and text not in SPARSE_TEXT:
-            raise ValueError(f"--model text uses --text-encoder bow or tfidf, not {text!r}")
-        if self.model == "fusion" and set(split_encoders(text)) & set(SPARSE_TEXT):
+        if text is None:
+            if self.text_encoder:
+                raise ValueError(f"--model {self.model} reads no title: drop --text-encoder")
+            return
+        words = fits_words(text)
+        if self.head_class.modalities and words:
             raise ValueError(
-                f"--model fusion needs dense text embeddings (--text-encoder minilm), not {text!r}"
+                f"--model {self.model} needs dense text embeddings (--text-encoder minilm), "
+                f"not {text!r}"
             )
+        if not self.head_class.modalities and not words:
+            raise ValueError(
+                f"--model {self.model} fits its own bag of words: --text-encoder bow or tfidf, "
+                f"not {text!r}"
+            )
+
+    @property
+    def head_class(self) -> type[Head]:
+        return head_class("fine-tune" if self.fine_tune else self.model)
+
+    @property
+    def uses_image(self) -> bool:
+        return any(m.startswith("image") for m in head_class(self.model).modalities)
 
     @property
     def resolved_image_encoder(self) -> str | None:
         """The encoder whose output the head takes: the frozen trunk when fine-tuning."""
-        if self.model == "text":
+        if not self.uses_image:
             return None
         base, size = self.image_encoder_and_size
         return encoder_name(f"{base}-trunk" if self.fine_tune else base, size)
@@ -113,10 +136,15 @@ class TrainOptions:
         return base, self.image_size or named_size
 
     @property
-    def resolved_text_encoder(self) -> str:
-        if self.text_encoder:
-            return self.text_encoder
-        return "tfidf" if self.model == "text" else "minilm"
+    def model_text_encoder(self) -> str | None:
+        """The text encoder the model runs: a title head fits its own words, so none for it."""
+        return self.resolved_text_encoder if head_class(self.model).modalities else None
+
+    @property
+    def resolved_text_encoder(self) -> str | None:
+        """The title's encoder: the one asked for, else the head's (None: it reads no title)."""
+        default = head_class(self.model).default_text_encoder
+        return (self.text_encoder or default) if default else None
 
 
 @dataclass
@@ -152,24 +180,15 @@ def select_classes(
 
 
 def make_head(options: TrainOptions) -> Head:
-    if options.model == "text":
-        return TextLinearHead(
-            vectorizer=options.resolved_text_encoder,
-            families=options.text_families,
-            random_state=options.seed,
-        )
-    if options.fine_tune:
-        base, size = options.image_encoder_and_size
-        spec = effnet_spec(base)
-        return FineTuneHead(
-            encoder=base,
-            cut=spec.default_cut,
-            size=size or spec.native_size,
-            random_state=options.seed,
-        )
-    if options.model == "image":
-        return ImageHead()
-    return BlendHead(random_state=options.seed)
+    """The head the options name, built by its own class (`Head.for_training`)."""
+    base, size = options.image_encoder_and_size
+    return options.head_class.for_training(
+        seed=options.seed,
+        text_encoder=options.resolved_text_encoder,
+        image_encoder=base,
+        image_size=size,
+        text_families=options.text_families,
+    )
 
 
 def train(
@@ -192,7 +211,7 @@ def train(
     model = Model(
         head=make_head(options),
         image_encoder=options.resolved_image_encoder,
-        text_encoder=options.resolved_text_encoder if options.model == "fusion" else None,
+        text_encoder=options.model_text_encoder,
         encoder_versions={},
         options={**asdict(options), "text_encoder": options.resolved_text_encoder},
         fingerprint=training_fingerprint(train_part),
@@ -313,7 +332,7 @@ def attach_gate(
         validation_inputs=validation[1],
         validation_y=class_indices([_label(p) for p in validation[0]], model.classes),
         uses_image=model.image_encoder is not None,
-        uses_text=options.model != "image",
+        uses_text=options.resolved_text_encoder is not None,
         target_accuracy=options.target_accuracy,
         seed=options.seed,
     )
