@@ -41,9 +41,11 @@ from rich.table import Table
 from prodcat.catalogue import Catalogue, ColumnMapping, load_catalogue
 from prodcat.catalogue.split import split_catalogue
 from prodcat.features.cache import FeatureCache
-from prodcat.gate.gate import class_indices, restrict
+from prodcat.gate.gate import class_indices
+from prodcat.heads.inputs import restrict
 from prodcat.model.bundle import Model
-from prodcat.training.train import TrainOptions, TrainResult, attach_gate, evaluate_products, train
+from prodcat.training.metrics import evaluate_products
+from prodcat.training.train import TrainOptions, TrainResult, attach_gate, train
 
 FASHION = ColumnMapping(
     label_column=None, label_columns=("masterCategory", "subCategory", "articleType")

@@ -16,11 +16,13 @@ from typer.testing import CliRunner
 from prodcat.catalogue import Catalogue, Product
 from prodcat.cli import app
 from prodcat.features.cache import FeatureCache
-from prodcat.gate.gate import class_indices, parse_modalities, restrict
+from prodcat.gate.gate import class_indices
 from prodcat.gate.ood import NeighbourDistance, auroc
+from prodcat.heads.inputs import parse_modalities, restrict
 from prodcat.model.bundle import Model
 from prodcat.taxonomy.tree import format_path
-from prodcat.training.train import TrainOptions, TrainResult, evaluate_products, train
+from prodcat.training.metrics import evaluate_products
+from prodcat.training.train import TrainOptions, TrainResult, train
 
 runner = CliRunner()
 

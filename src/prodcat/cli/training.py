@@ -373,8 +373,8 @@ def evaluate_cmd(
 
     from prodcat.catalogue.split import split_catalogue
     from prodcat.features.cache import FeatureCache
-    from prodcat.gate.gate import restrict
-    from prodcat.training.train import evaluate_products
+    from prodcat.heads.inputs import restrict
+    from prodcat.training.metrics import evaluate_products
 
     mapping = column_mapping(
         id_column, text_column, image_column, label_column, label_columns, separator
@@ -416,7 +416,7 @@ def evaluate_cmd(
 
 
 def parse_modalities_or_exit(value: str | None) -> frozenset[str] | None:
-    from prodcat.gate.gate import parse_modalities
+    from prodcat.heads.inputs import parse_modalities
 
     try:
         return parse_modalities(value)

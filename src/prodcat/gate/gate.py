@@ -23,7 +23,7 @@ Saved as ``gate/gate.json`` + ``gate/ood.safetensors`` in the model directory (n
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,49 +41,13 @@ from prodcat.gate.calibration import (
 )
 from prodcat.gate.ood import OodScorer, auroc, flagged_at, prototype_rule
 from prodcat.heads import Head, Inputs
+from prodcat.heads.inputs import restrict
 
 CASES = ("image+text", "image", "text")
 NONE = "none"
-MODALITIES = ("image", "text")
 DEFAULT_TARGET_ACCURACY = 0.995
 UNKNOWN_QUANTILE = 0.99
 GATE_FORMAT = 1
-
-
-def parse_modalities(value: str | Collection[str] | None) -> frozenset[str] | None:
-    """'image,text' / 'image' / 'text' (or a collection) -> a set; None means 'all'."""
-    if value is None:
-        return None
-    names = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
-    chosen = frozenset(n for n in names if n)
-    unknown = sorted(chosen - set(MODALITIES))
-    if unknown or not chosen:
-        raise ValueError(
-            f"modalities {value!r}: expected image,text or image or text (got {unknown or 'none'})"
-        )
-    return chosen
-
-
-def restrict(inputs: Inputs, modalities: Collection[str] | None) -> Inputs:
-    """The same products with the modalities not in `modalities` masked out (zeros, '')."""
-    if modalities is None or set(MODALITIES) <= set(modalities):
-        return inputs
-    n = len(inputs)
-    keep_image, keep_text = "image" in modalities, "text" in modalities
-
-    def zeros(values: np.ndarray | None) -> np.ndarray | None:
-        return None if values is None else np.zeros_like(values)
-
-    return Inputs(
-        texts=inputs.texts if keep_text else [""] * n,
-        image=inputs.image if keep_image else zeros(inputs.image),
-        text=inputs.text if keep_text else zeros(inputs.text),
-        image_mask=inputs.has_image if keep_image else np.zeros(n, dtype=bool),
-        text_mask=inputs.has_text if keep_text else np.zeros(n, dtype=bool),
-        image_activations=(
-            inputs.image_activations if keep_image else zeros(inputs.image_activations)
-        ),
-    )
 
 
 @dataclass

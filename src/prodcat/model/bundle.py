@@ -28,8 +28,9 @@ from prodcat.encoders.base import Encoder
 from prodcat.encoders.registry import get_encoder, is_trunk, split_encoders
 from prodcat.features.cache import FeatureCache
 from prodcat.features.encode import Features, encode_products
-from prodcat.gate.gate import Gate, restrict
+from prodcat.gate.gate import Gate
 from prodcat.heads import Head, Inputs
+from prodcat.heads.inputs import restrict
 from prodcat.heads.onnx_runtime import export_head_onnx, load_predict_head
 from prodcat.model.prediction import TOP_K, Prediction
 from prodcat.paths import tuned_scratch_dir

@@ -22,8 +22,8 @@ from prodcat.catalogue import Product
 from prodcat.catalogue.images import MAX_PIXELS, ImageError, load_image, read_image
 from prodcat.encoders.base import Encoder, ImageEncoder
 from prodcat.encoders.registry import encoder_info, get_encoder, is_trunk, split_encoders
-from prodcat.gate.gate import restrict
 from prodcat.heads import Inputs
+from prodcat.heads.inputs import restrict
 from prodcat.model.prediction import Prediction
 
 if TYPE_CHECKING:  # the bundle runs its predictions through this module, never the reverse

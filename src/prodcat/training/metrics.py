@@ -16,12 +16,19 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
+from prodcat.gate.gate import class_indices, gate_metrics
 from prodcat.taxonomy.probabilities import level_accuracy
+from prodcat.taxonomy.tree import format_path
+
+if TYPE_CHECKING:
+    from prodcat.catalogue import Product
+    from prodcat.heads import Inputs
+    from prodcat.model.bundle import Model
 
 # A confusion matrix over more classes than this is unreadable as a heatmap (and large as JSON);
 # the report shows the largest off-diagonal cells (`top_confusions`) instead.
@@ -231,3 +238,30 @@ def _top_confusions(y_true: list[str], y_pred: list[str]) -> list[dict[str, Any]
     pairs = Counter((t, p) for t, p in zip(y_true, y_pred, strict=True) if t != p)
     ordered = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))
     return [{"true": t, "pred": p, "count": k} for (t, p), k in ordered[:N_TOP_CONFUSIONS]]
+
+
+def evaluate_products(
+    model: Model,
+    products: Sequence[Product],
+    proba: np.ndarray,
+    *,
+    inputs: Inputs | None = None,
+    threshold: float | None = None,
+) -> dict[str, Any]:
+    """`evaluate` with the products' ids, titles and photos for the error gallery; with the
+    model's `inputs` (and a fitted gate) also the gate's figures
+    (`prodcat.gate.gate.gate_metrics`)."""
+    labels = [format_path(p.label) if p.label else None for p in products]
+    metrics = evaluate(
+        labels,
+        proba,
+        model.classes,
+        ids=[p.id for p in products],
+        titles=[p.text for p in products],
+        images=[str(p.image) if p.image else None for p in products],
+    )
+    if model.gate is not None and inputs is not None:
+        y = class_indices(labels, model.classes)
+        logits = model.head.decision_logits(inputs)
+        metrics.update(gate_metrics(model.gate, inputs, logits, proba, y, threshold=threshold))
+    return metrics

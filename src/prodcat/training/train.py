@@ -21,12 +21,12 @@ from prodcat.catalogue.split import split_catalogue
 from prodcat.encoders.image import check_size
 from prodcat.encoders.registry import encoder_name, fits_words, parse_encoder_name, split_encoders
 from prodcat.features.cache import FeatureCache
-from prodcat.gate.gate import DEFAULT_TARGET_ACCURACY, class_indices, fit_gate, gate_metrics
+from prodcat.gate.gate import DEFAULT_TARGET_ACCURACY, class_indices, fit_gate
 from prodcat.heads import HEAD_NAMES, Head, Inputs, head_class
 from prodcat.model.bundle import Model, training_fingerprint
 from prodcat.progress import training_progress
 from prodcat.taxonomy.tree import format_path
-from prodcat.training.metrics import evaluate
+from prodcat.training.metrics import evaluate_products
 from prodcat.training.whole_network import TunedPhotoNetwork
 
 
@@ -338,32 +338,6 @@ def attach_gate(
     )
 
 
-def evaluate_products(
-    model: Model,
-    products: Sequence[Product],
-    proba: np.ndarray,
-    *,
-    inputs: Inputs | None = None,
-    threshold: float | None = None,
-) -> dict[str, Any]:
-    """`evaluate` with the products' ids, titles and photos for the error gallery; with the
-    model's `inputs` (and a fitted gate) also the gate's figures
-    (`prodcat.gate.gate.gate_metrics`)."""
-    metrics = evaluate(
-        [_label(p) if p.label else None for p in products],
-        proba,
-        model.classes,
-        ids=[p.id for p in products],
-        titles=[p.text for p in products],
-        images=[str(p.image) if p.image else None for p in products],
-    )
-    if model.gate is not None and inputs is not None:
-        y = class_indices([_label(p) if p.label else None for p in products], model.classes)
-        logits = model.head.decision_logits(inputs)
-        metrics.update(gate_metrics(model.gate, inputs, logits, proba, y, threshold=threshold))
-    return metrics
-
-
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     keys = (
         "accuracy",
@@ -398,7 +372,6 @@ __all__ = [
     "TrainOptions",
     "TrainResult",
     "attach_gate",
-    "evaluate_products",
     "train",
     "tune_photo_encoder",
 ]
