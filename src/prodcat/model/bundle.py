@@ -4,7 +4,9 @@ A model directory holds `model.json` (classes, taxonomy, encoder names and versi
 options, validation and test figures, a fingerprint of the training data, the prodcat version) and
 `head/` (the head's own config.json + weights.safetensors) and `gate/` (calibration, thresholds
 and the out-of-distribution reference, see `prodcat.gate.gate`); a model whose photo network was
-fine-tuned on its catalogue also holds that network (`photo_encoder.onnx`). No pickle anywhere.
+fine-tuned on its catalogue also holds that network (`photo_encoder.onnx`), and a model trained
+since the drift alarm holds its validation part's summary (`monitor.json`, see `prodcat.monitor`;
+a model without one still loads, and `prodcat monitor` then says to retrain). No pickle anywhere.
 Loading refuses a bundle whose encoders would no longer produce the features the head was trained
 on. `model_version` (a hash over every file of the folder) names one bundle everywhere: the API,
 the desk and the metrics.
@@ -33,6 +35,8 @@ from prodcat.heads import Head, Inputs
 from prodcat.heads.inputs import restrict
 from prodcat.heads.onnx_runtime import export_head_onnx, load_predict_head
 from prodcat.model.prediction import TOP_K, Prediction
+from prodcat.monitor.observations import Observations, photo_side
+from prodcat.monitor.reference import REFERENCE_FILE, Reference
 from prodcat.paths import tuned_scratch_dir
 from prodcat.taxonomy.probabilities import back_off, level_probabilities
 from prodcat.taxonomy.tree import Taxonomy, format_path, parse_path
@@ -65,6 +69,9 @@ class Model:
     # "" for a model never saved.
     folder: Path | None = None
     version: str = ""
+    # The validation part's summary the drift alarm compares batches with (None: trained before
+    # the alarm existed).
+    reference: Reference | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -229,6 +236,22 @@ class Model:
         cases = self.gate.cases(inputs)
         return self.gate.decide(proba, ood, cases, threshold=threshold), ood
 
+    def observe(self, products: Sequence[Product], inputs: Inputs) -> Observations:
+        """What the drift alarm looks at for `products` (their encoded `inputs`): decisions,
+        confidences, OOD scores, predicted classes, which modalities came, photo sizes."""
+        logits = self.head.decision_logits(inputs)
+        proba = self.calibrate(logits, inputs)
+        decisions, ood = self._decisions(proba, inputs, None, logits)
+        return Observations(
+            decisions=np.array(decisions, dtype=object),
+            confidence=proba.max(axis=1),
+            ood_score=ood,
+            predicted=proba.argmax(axis=1),
+            has_photo=np.array([p.image is not None for p in products], dtype=bool),
+            has_title=np.array([bool(p.text) for p in products], dtype=bool),
+            photo_side=np.array([photo_side(p.image) for p in products], dtype=np.float64),
+        )
+
     # -- persistence ----------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
@@ -237,6 +260,8 @@ class Model:
         export_head_onnx(self.head, folder / "head")  # torch heads: served by ONNX Runtime
         if self.gate is not None:
             self.gate.save(folder / "gate")
+        if self.reference is not None:
+            self.reference.save(folder / REFERENCE_FILE)
         files = self._save_encoder_files(folder)
         config = {
             "format": MODEL_FORMAT,
@@ -299,6 +324,7 @@ class Model:
             encoder_files=files,
             folder=folder,
             version=model_version(folder),
+            reference=_load_reference(folder),
         )
 
 
@@ -361,6 +387,16 @@ def training_fingerprint(products: Sequence[Product]) -> str:
         label = format_path(p.label) if p.label else ""
         digest.update(f"{p.id}\t{label}\t{p.image_sha256 or ''}\t{p.text}\n".encode())
     return digest.hexdigest()
+
+
+def _load_reference(folder: Path) -> Reference | None:
+    path = folder / REFERENCE_FILE
+    if not path.exists():
+        return None
+    try:
+        return Reference.load(path)
+    except ValueError as exc:
+        raise ModelError(f"{folder}: the drift reference cannot be read: {exc}") from None
 
 
 def _read_model_json(folder: Path) -> dict[str, Any]:

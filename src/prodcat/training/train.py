@@ -24,6 +24,7 @@ from prodcat.features.cache import FeatureCache
 from prodcat.gate.gate import DEFAULT_TARGET_ACCURACY, class_indices, fit_gate
 from prodcat.heads import HEAD_NAMES, Head, Inputs, head_class
 from prodcat.model.bundle import Model, training_fingerprint
+from prodcat.monitor.reference import Reference
 from prodcat.progress import training_progress
 from prodcat.taxonomy.tree import format_path
 from prodcat.training.metrics import evaluate_products
@@ -256,6 +257,11 @@ def train(
     validation = evaluate_products(
         model, parts["validation"], model.predict_proba(val_inputs), inputs=val_inputs
     )
+    # The drift alarm's reference: what the validation part, every product of it, looked like.
+    if parts["validation"]:
+        model.reference = Reference.build(
+            model.observe(parts["validation"], val_inputs), len(model.classes), seed=options.seed
+        )
     test_proba = model.predict_proba(test_inputs)
     test = evaluate_products(model, parts["test"], test_proba, inputs=test_inputs)
     model.figures = {
