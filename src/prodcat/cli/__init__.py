@@ -1,7 +1,8 @@
 """The `prodcat` command: one module per group of commands, all sharing `common`.
 
 `catalogue` (check, encode, encoders), `training` (train, evaluate), `prediction` (predict,
-serve), `demo`, and `desk` (queue, review ...) each register their commands on `app` here.
+serve), `monitor` (the drift alarm), `demo`, and `desk` (queue, review ...) each register their
+commands on `app` here.
 Nothing in prodcat imports this package: it is the outermost layer. Each command imports the
 library when it runs, so `prodcat --help` and `prodcat --version` load typer and rich only.
 
@@ -17,7 +18,7 @@ from typing import Annotated
 import typer
 
 from prodcat import __version__
-from prodcat.cli import catalogue, demo, desk, prediction, training
+from prodcat.cli import catalogue, demo, desk, monitor, prediction, training
 
 app = typer.Typer(
     help="prodcat: put products into the categories of a taxonomy from a photo and a title.",
@@ -45,7 +46,7 @@ def _main(
     """prodcat: put products into the categories of a taxonomy from a photo and a title."""
 
 
-for _group in (catalogue, training, prediction, demo, desk):
+for _group in (catalogue, training, prediction, monitor, demo, desk):
     _group.register(app)
 
 __all__ = ["app"]
