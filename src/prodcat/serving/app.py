@@ -130,7 +130,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
     )
     async def prometheus() -> Response:
-        """Prometheus metrics: requests, latencies, decisions, errors, micro-batch sizes."""
+        """Prometheus metrics: requests, latencies, decisions, errors, micro-batch sizes, and
+        the drift alarm over the recent products (`prodcat_drift` and its per-signal tests)."""
+        report = await run_in_threadpool(service.drift_report)
+        metrics.set_drift(report, len(service.window) if service.window is not None else 0)
         return Response(metrics.render(), media_type=metrics.content_type)
 
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]

@@ -22,6 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 if TYPE_CHECKING:
+    from prodcat.monitor import DriftReport
+
     from .predictor import ServiceAnswer
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -58,6 +60,41 @@ class Metrics:
         )  # fmt: skip
         info = Gauge("prodcat_model_info", "The model served.", ["model_version"], registry=r)
         info.labels(model_version=model_version).set(1)
+        self._drift_gauges(r)
+
+    def _drift_gauges(self, r: CollectorRegistry) -> None:
+        """The drift alarm over the rolling window (docs/monitoring.md), updated per scrape."""
+        self.drift = Gauge(
+            "prodcat_drift", "1 when the recent products differ from the validation part.",
+            registry=r,
+        )  # fmt: skip
+        self.drift_window = Gauge(
+            "prodcat_drift_window_products", "Products in the drift alarm's window.", registry=r
+        )
+        self.drift_p_value = Gauge(
+            "prodcat_drift_p_value", "Per signal: the test's p-value (window vs validation).",
+            ["signal"], registry=r,
+        )  # fmt: skip
+        self.drift_p_adjusted = Gauge(
+            "prodcat_drift_p_adjusted", "Per signal: the Holm-adjusted p-value (alarm at alpha).",
+            ["signal"], registry=r,
+        )  # fmt: skip
+        self.drift_statistic = Gauge(
+            "prodcat_drift_statistic",
+            "Per signal: KS D, chi-square, or batch share minus validation share.",
+            ["signal"], registry=r,
+        )  # fmt: skip
+
+    def set_drift(self, report: DriftReport | None, window_products: int) -> None:
+        """The gauges from the latest check (None: no reference, or too few products yet)."""
+        self.drift_window.set(window_products)
+        self.drift.set(1 if report is not None and report.drift else 0)
+        if report is None:
+            return
+        for name, signal in report.signals.items():
+            self.drift_p_value.labels(name).set(signal.p_value)
+            self.drift_p_adjusted.labels(name).set(signal.p_adjusted)
+            self.drift_statistic.labels(name).set(signal.statistic)
 
     async def middleware(
         self, request: Request, call_next: Callable[[Request], Awaitable[Response]]

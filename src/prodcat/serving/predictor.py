@@ -23,6 +23,7 @@ import numpy as np
 from prodcat.model.bundle import Model
 from prodcat.model.prediction import Prediction
 from prodcat.model.predictor import Predictor, Prepared, ProductInput, StageTimings
+from prodcat.monitor import DriftReport, Observations, RollingWindow, compare, photo_side
 
 from .settings import Settings
 
@@ -100,6 +101,10 @@ class ServicePredictor:
         if settings.warm_up:
             self.predictor.warm_up()
         self.load_seconds = time.perf_counter() - started
+        # The recent products the drift alarm compares with the model's reference (None: the
+        # model has no reference, it was trained before the alarm existed).
+        self.window = RollingWindow(settings.drift_window) if self.model.reference else None
+        self._class_index = {c: i for i, c in enumerate(self.model.classes)}
         self._executor: ThreadPoolExecutor | None = None
         self._queue: asyncio.Queue[tuple[Prepared, asyncio.Future[object], float]] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -219,7 +224,48 @@ class ServicePredictor:
                 future.set_result(answers)
 
     def _predict(self, prepared: Prepared) -> tuple[list[Prediction], StageTimings]:
-        return self.predictor.run(prepared, min_confidence=self.settings.min_confidence)
+        predictions, timings = self.predictor.run(
+            prepared, min_confidence=self.settings.min_confidence
+        )
+        if self.window is not None:
+            self.window.add(self.observations(prepared, predictions))
+        return predictions, timings
+
+    # -- the drift alarm ----------------------------------------------------------------------
+    def observations(self, prepared: Prepared, predictions: list[Prediction]) -> Observations:
+        """What the drift alarm records of answered products (see `prodcat.monitor`)."""
+        items = prepared.items
+        return Observations(
+            decisions=np.array([p.decision for p in predictions], dtype=object),
+            # The top class and its probability: `category` may be an ancestor (min_confidence).
+            confidence=np.array([p.top[0][1] for p in predictions]),
+            ood_score=np.array(
+                [np.nan if p.ood_score is None else p.ood_score for p in predictions]
+            ),
+            predicted=np.array([self._class_index[p.top[0][0]] for p in predictions]),
+            has_photo=prepared.decoded,
+            has_title=np.array([item.title != "" for item in items], dtype=bool),
+            photo_side=np.array(
+                [
+                    photo_side(item.image) if ok else np.nan
+                    for item, ok in zip(items, prepared.decoded, strict=True)
+                ]
+            ),
+        )
+
+    def drift_report(self) -> DriftReport | None:
+        """The window against the reference; None without a reference or with too few products."""
+        reference = self.model.reference
+        if self.window is None or reference is None:
+            return None
+        if len(self.window) < self.settings.drift_min_products:
+            return None
+        return compare(
+            reference,
+            self.window.observations(),
+            alpha=self.settings.drift_alpha,
+            class_names=self.model.classes,
+        )
 
     @staticmethod
     def _timings(

@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     max_micro_batch: int = Field(default=32, ge=1)
     min_confidence: float | None = Field(default=None, gt=0, le=1)
     warm_up: bool = True
+    # The drift alarm (`/metrics`): the last `drift_window` products answered are compared with
+    # the model's validation part once at least `drift_min_products` have come; `drift_alpha` is
+    # the false-alarm rate per check over all signals together (docs/monitoring.md).
+    drift_window: int = Field(default=1000, ge=1)
+    drift_min_products: int = Field(default=200, ge=1)
+    drift_alpha: float = Field(default=0.01, gt=0, lt=1)
 
     @field_validator("api_keys", mode="before")
     @classmethod
