@@ -258,3 +258,63 @@ def test_serve_commands_refuse_a_folder_that_is_not_a_model(tmp_path: Path) -> N
         check=False,
     )
     assert light.returncode == 2 and "no model.json" in light.stderr
+
+
+# -- the drift alarm over the rolling window (prodcat.monitor; tests/test_monitor.py) ----------
+def _gauge(text: str, name: str) -> float | None:
+    """A sample's value in Prometheus text, e.g. 'prodcat_drift' or 'x{signal="y"}'."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def test_metrics_raise_the_drift_gauge_over_a_bounded_window(sample_model_dir: Path) -> None:
+    settings = Settings(
+        model_dir=sample_model_dir, drift_window=20, drift_min_products=10, warm_up=False
+    )
+    with TestClient(create_app(settings)) as client:
+        for title in ("Men Brown Leather Belt", "Women Blue Jeans", "Puma Men Black Shoes"):
+            assert client.post("/v1/predict", json={"title": title}).status_code == 200
+        text = client.get("/metrics").text
+        assert _gauge(text, "prodcat_drift_window_products") == 3.0
+        assert _gauge(text, "prodcat_drift") == 0.0  # too few products for a verdict yet
+        assert "prodcat_drift_p_value{" not in text
+        # Titles without photos, when the validation part had a photo for every product.
+        items = [{"title": f"Men Blue Cotton Shirt {i}"} for i in range(30)]
+        for start in (0, 15):
+            batch = {"items": items[start : start + 15]}
+            assert client.post("/v1/predict/batch", json=batch).status_code == 200
+        text = client.get("/metrics").text
+    assert _gauge(text, "prodcat_drift_window_products") == 20.0  # the latest 20 only
+    assert _gauge(text, "prodcat_drift") == 1.0
+    photos = _gauge(text, 'prodcat_drift_p_adjusted{signal="photo_share"}')
+    assert photos is not None and photos <= 0.01
+    assert _gauge(text, 'prodcat_drift_statistic{signal="photo_share"}') == -1.0
+
+
+def test_the_samples_test_part_through_the_api_raises_no_drift(
+    sample_model_dir: Path, sample_catalogue: Catalogue
+) -> None:
+    """The API records what training recorded of the validation part, the same way: products
+    like it leave the gauge at 0."""
+    from prodcat.catalogue.split import split_catalogue
+
+    test = split_catalogue([p for p in sample_catalogue.products if p.label])["test"]
+    settings = Settings(
+        model_dir=sample_model_dir, max_batch_items=64, drift_min_products=100, warm_up=False
+    )
+    items = [
+        {"id": p.id, "title": p.text, "image_base64": base64.b64encode(p.image.read_bytes())
+         .decode()}
+        for p in test if p.image is not None
+    ]  # fmt: skip
+    with TestClient(create_app(settings)) as client:
+        for start in range(0, len(items), 64):
+            batch = {"items": items[start : start + 64]}
+            assert client.post("/v1/predict/batch", json=batch).json()["n_errors"] == 0
+        text = client.get("/metrics").text
+    assert _gauge(text, "prodcat_drift_window_products") == len(items) > 100
+    assert _gauge(text, "prodcat_drift") == 0.0
+    signals = [line for line in text.splitlines() if line.startswith("prodcat_drift_p_value{")]
+    assert len(signals) == 9
