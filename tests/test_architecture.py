@@ -50,6 +50,7 @@ def test_every_stage_is_a_package() -> None:
         "features",
         "heads",
         "gate",
+        "monitor",
         "model",
         "training",
         "report",
