@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -16,15 +17,15 @@ from scipy.stats import binomtest
 from sqlalchemy import select, text
 from typer.testing import CliRunner
 
-from desk_support import answer_all, csrf_of, lenient_copy
+from desk_support import answer_all, create_database, csrf_of, lenient_copy
 from prodcat.catalogue import Catalogue
 from prodcat.cli import app
 from prodcat.cli.desk import DEFAULT_AUDIT_RATE as CLI_AUDIT_RATE
 from prodcat.desk import review
 from prodcat.desk.app import create_app
-from prodcat.desk.audit import audit_outcomes, proportion_interval
+from prodcat.desk.audit import AuditOutcome, audit_outcomes, audit_summary, proportion_interval
 from prodcat.desk.auth import add_user
-from prodcat.desk.db import Database, QueueItem
+from prodcat.desk.db import Database, QueueItem, normalise_url
 from prodcat.desk.queue import DEFAULT_AUDIT_RATE, record_predictions
 from prodcat.desk.retune import audited_threshold
 from prodcat.features.cache import FeatureCache
@@ -311,6 +312,25 @@ def test_retune_changes_nothing_while_the_promise_holds(
     assert Gate.load(model.folder / "gate").accept_thresholds["image+text"] == LENIENT
 
 
+def test_the_audited_threshold_on_a_known_answer() -> None:
+    def rows(*pairs: tuple[float, bool]) -> list[AuditOutcome]:
+        when = datetime(2026, 1, 1)
+        return [
+            AuditOutcome(str(i), "v", "image+text", c, ok, when) for i, (c, ok) in enumerate(pairs)
+        ]
+
+    audits = rows((0.99, True), (0.98, True), (0.97, False), (0.95, True), (0.9, False))
+    # at and above: 0.99 1/1, 0.98 2/2, 0.97 2/3, 0.95 3/4, 0.90 3/5
+    assert audited_threshold(audits, 0.75) == 0.95
+    assert audited_threshold(audits, 0.8) == 0.98
+    assert audited_threshold(audits, 0.5) == 0.9
+    # tied confidences count together: 0.98 holds one right and one wrong answer
+    assert audited_threshold(rows((0.99, True), (0.98, True), (0.98, False)), 0.9) == 0.99
+    # even the most confident audit was wrong: above every audited confidence
+    top_wrong = audited_threshold(rows((0.99, False), (0.9, True)), 0.9)
+    assert 0.99 < top_wrong < 0.99 + 1e-12
+
+
 def test_the_threshold_source_defaults_to_training(sample_model_dir: Path, tmp_path: Path) -> None:
     gate = Gate.load(sample_model_dir / "gate")
     assert gate.threshold_source == {"from": "training"}
@@ -325,24 +345,27 @@ def test_the_threshold_source_defaults_to_training(sample_model_dir: Path, tmp_p
 
 
 # -- an existing database ----------------------------------------------------------------------
-def test_a_database_of_the_first_schema_upgrades(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'old.db'}"
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_database_of_the_first_schema_upgrades(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        url = create_database(request.getfixturevalue("postgres_url"), "desk_upgrade")
     config = Config()
     config.set_main_option("script_location", str(Path(review.__file__).parent / "migrations"))
-    config.attributes["url"] = url
+    config.attributes["url"] = normalise_url(url)
     command.upgrade(config, "0001")
     old = Database(url, run_migrations=False)
+    insert = text(
+        "INSERT INTO items (product_id, title, decision, queued, category, probability, top_json,"
+        " model_version, created_at, updated_at) VALUES (:pid, 't', 'review', :queued, 'A > B',"
+        " :p, '[[\"A > B\", 0.5]]', 'v1', :when, :when)"
+    )
     with old.engine.begin() as conn:
         for pid, p in (("a", 0.7), ("b", 0.4)):
-            conn.execute(
-                text(
-                    "INSERT INTO items (product_id, title, decision, queued, category, probability,"
-                    " top_json, model_version, created_at, updated_at) VALUES (:pid, 't',"
-                    " 'review', 1, 'A > B', :p, '[[\"A > B\", 0.5]]', 'v1', '2026-01-01',"
-                    " '2026-01-01')"
-                ),
-                {"pid": pid, "p": p},
-            )
+            conn.execute(insert, {"pid": pid, "p": p, "queued": True, "when": datetime(2026, 1, 1)})
     old.dispose()
     db = Database(url)  # migrates to the newest schema
     with db.session() as s:
@@ -353,4 +376,5 @@ def test_a_database_of_the_first_schema_upgrades(tmp_path: Path) -> None:
     }
     ana = add_user(db, "ana", "correct horse", "reviewer")
     assert review.next_task(db, ana).product_id == "b"  # the least sure first, as before
+    assert audit_summary(db)["overall"]["n"] == 0
     db.dispose()

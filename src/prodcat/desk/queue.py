@@ -144,11 +144,11 @@ def record_predictions(
 
 
 def _hide_audits(rows: list[dict[str, object]], in_queue: list[float], rng: random.Random) -> None:
-    """Give each audit the queue position of a random review / unknown product: audits then come
-    in the same order as what people are asked anyway (not last, where their high confidence
-    would put them), and nothing in the order tells them apart."""
+    """Give each audit the queue position of a random review / unknown product (this batch's or
+    one already queued): audits then come in the same order as what people are asked anyway (not
+    last, where their high confidence would put them), and nothing in the order tells them apart."""
     pool = [cast(float, v["probability"]) for v in rows if v["queued"] and not v["audit"]]
-    pool = pool or in_queue  # nothing new for review in this batch: the queue's positions
+    pool += in_queue
     for values in rows:
         if values["audit"]:
             values["priority"] = rng.choice(pool) if pool else rng.random()
