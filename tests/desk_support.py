@@ -123,6 +123,41 @@ class Reviewer:
         self.client.close()
 
 
+def lenient_copy(model_dir: Path, out: Path, threshold: float) -> Path:
+    """A copy of a saved model whose gate accepts at `threshold` in every modality case while
+    still promising its target: a model that accepts a lot, too much (what audits must catch)."""
+    from prodcat.gate.gate import Gate
+
+    shutil.copytree(model_dir, out)
+    gate = Gate.load(out / "gate")
+    gate.accept_thresholds = {case: threshold for case in gate.accept_thresholds}
+    gate.save(out / "gate")
+    return out
+
+
+def answer_all(db, answers: dict[str, str], reviewer: str = "alice") -> None:
+    """Record `answers` ({product id: category}) as one reviewer's desk answers, in one
+    transaction (what `prodcat.desk.review.answer` stores, without a commit per answer)."""
+    from prodcat.desk.db import QueueItem, ReviewAnswer, utcnow
+
+    with db.session() as s, s.begin():
+        for pid, category in answers.items():
+            item = s.get(QueueItem, pid)
+            assert item is not None and item.queued, pid
+            s.add(
+                ReviewAnswer(
+                    product_id=pid,
+                    reviewer=reviewer,
+                    category=category,
+                    new_category=False,
+                    model_suggestion=item.category,
+                    agreed=category == item.category,
+                    source="desk",
+                    created_at=utcnow(),
+                )
+            )
+
+
 def postgres_available() -> str | None:
     """None when a PostgreSQL server can be started here, else why not."""
     if not (PG_BIN / "initdb").exists():

@@ -41,7 +41,8 @@ class Base(DeclarativeBase):
 
 
 class QueueItem(Base):
-    """One product the model has seen: queued for people (review / unknown) or auto-labelled."""
+    """One product the model has seen: queued for people (review / unknown), auto-labelled, or
+    accepted and queued anyway as a blind audit (`audit`: the desk shows it like any other)."""
 
     __tablename__ = "items"
 
@@ -51,7 +52,12 @@ class QueueItem(Base):
     decision: Mapped[str] = mapped_column(String(16))
     queued: Mapped[bool] = mapped_column(Boolean, index=True)
     category: Mapped[str] = mapped_column(Text)  # the model's answer
-    probability: Mapped[float] = mapped_column(Float)  # its probability: low = most uncertain
+    probability: Mapped[float] = mapped_column(Float)  # its calibrated confidence at queue time
+    # The desk's order (lowest first): the probability for review / unknown; for an audit, the
+    # probability of a random product queued for review, so audits hide among them.
+    priority: Mapped[float] = mapped_column(Float)
+    audit: Mapped[bool] = mapped_column(Boolean, default=False)
+    gate_case: Mapped[str | None] = mapped_column(String(16), nullable=True)  # "image+text"...
     ood_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     top_json: Mapped[str] = mapped_column(Text)  # [[path, probability], ...] up to 5
     model_version: Mapped[str] = mapped_column(String(200))
@@ -115,7 +121,7 @@ class Setting(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
-Index("ix_items_queue_order", QueueItem.queued, QueueItem.probability, QueueItem.product_id)
+Index("ix_items_queue_order", QueueItem.queued, QueueItem.priority, QueueItem.product_id)
 
 
 def normalise_url(url: str) -> str:

@@ -46,7 +46,7 @@ def labelstudio_tasks(db: Database, image_url: str = "/image/{id}") -> list[dict
     """The open queue as Label Studio tasks, the model's top-5 as its prediction."""
     with db.session() as s:
         items = list(
-            s.scalars(select(QueueItem).where(QueueItem.queued).order_by(QueueItem.probability))
+            s.scalars(select(QueueItem).where(QueueItem.queued).order_by(QueueItem.priority))
         )
     tasks = []
     for item in items:

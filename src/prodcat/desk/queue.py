@@ -6,14 +6,21 @@ re-scores the ones nobody has answered yet with the (possibly newer) model, so t
 re-ordered most-uncertain-first by whichever model ran last: active learning. Each queued product
 keeps the version of the model that scored it (`prodcat.model.bundle.model_version`, the one the
 API reports), and the desk shows the model that queued last.
+
+Blind audits: a random share (`audit_rate`, each accepted product drawn independently, whatever
+its confidence) of the products the model accepts is queued too, as audits. The desk shows them
+exactly like review tasks, at a random place in the queue, so a reviewer's answer is blind; the
+answers measure the accepted accuracy in production (`prodcat.desk.audit`).
 """
 
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 from sqlalchemy import select
 
@@ -24,6 +31,7 @@ from prodcat.model.bundle import Model
 from prodcat.model.prediction import Prediction
 
 QUEUED_DECISIONS = ("review", "unknown")
+DEFAULT_AUDIT_RATE = 0.02
 
 
 @dataclass
@@ -33,6 +41,7 @@ class QueueResult:
     unchanged: int = 0
     queued: int = 0  # of the products seen, how many wait for people
     auto_labelled: int = 0
+    audits: int = 0  # of the queued, how many are accepted products sent as blind audits
     failed: dict[str, str] = field(default_factory=dict)  # product id -> why it got no answer
 
 
@@ -42,13 +51,18 @@ def build_queue(
     catalogue: Catalogue | Sequence[Product],
     *,
     cache: FeatureCache | None = None,
+    audit_rate: float = DEFAULT_AUDIT_RATE,
+    seed: int | None = None,
 ) -> QueueResult:
-    """Predict `catalogue` with a saved `model` and queue (or auto-label) every product."""
+    """Predict `catalogue` with a saved `model` and queue (or auto-label) every product; a random
+    `audit_rate` share of the accepted ones is queued as blind audits (`seed`: reproducible)."""
     if not model.version:
         raise ValueError("the model was never saved: save it first, the queue records its version")
     products = list(catalogue.products if isinstance(catalogue, Catalogue) else catalogue)
     predictions = model.predict(products, cache)
-    result = record_predictions(db, products, predictions, model.version)
+    result = record_predictions(
+        db, products, predictions, model.version, audit_rate=audit_rate, seed=seed
+    )
     record_model(db, model)
     add_to_taxonomy(db, model.classes)
     if isinstance(catalogue, Catalogue) and catalogue.labelled:
@@ -80,44 +94,81 @@ def queue_model(db: Database) -> QueueModel | None:
 
 
 def record_predictions(
-    db: Database, products: Sequence[Product], predictions: Sequence[Prediction], version: str
+    db: Database,
+    products: Sequence[Product],
+    predictions: Sequence[Prediction],
+    version: str,
+    *,
+    audit_rate: float = 0.0,
+    seed: int | None = None,
 ) -> QueueResult:
+    """Queue or auto-label each product; `audit_rate` of the accepted ones become audits."""
+    if not 0.0 <= audit_rate <= 1.0:
+        raise ValueError(f"audit rate {audit_rate}: expected a share between 0 and 1")
+    rng = random.Random(seed)  # seed None: drawn from the OS, not reproducible
     result = QueueResult()
     with db.session() as s, s.begin():
         answered = set(s.scalars(select(ReviewAnswer.product_id).distinct()))
         existing = {i.product_id: i for i in s.scalars(select(QueueItem))}
+        in_queue = [i.probability for i in existing.values() if i.queued and not i.audit]
+        fresh: list[tuple[QueueItem, dict[str, object]]] = []
         for product, pred in zip(products, predictions, strict=True):
             if not pred.top:
                 result.failed[product.id] = pred.error or "the model gave no answer"
                 continue
-            values = _item_values(product, pred, version)
+            draw = rng.random() < audit_rate  # one draw per product: a seed reproduces all
             item = existing.get(product.id)
-            if item is None:
-                item = QueueItem(product_id=product.id, created_at=utcnow(), **values)
-                s.add(item)
-                existing[product.id] = item
-                result.added += 1
-            elif product.id in answered or item.model_version == version:
+            if item is not None and (product.id in answered or item.model_version == version):
                 result.unchanged += 1
+                queued, audit = item.queued, item.audit
             else:
-                for key, value in values.items():
-                    setattr(item, key, value)
-                result.rescored += 1
-            if values["queued"]:
-                result.queued += 1
-            else:
-                result.auto_labelled += 1
+                values = _item_values(product, pred, version, draw)
+                if item is None:
+                    item = existing[product.id] = QueueItem(product_id=product.id)
+                    result.added += 1
+                else:
+                    result.rescored += 1
+                fresh.append((item, values))
+                queued, audit = bool(values["queued"]), bool(values["audit"])
+            result.queued += queued
+            result.audits += audit
+            result.auto_labelled += not queued
+        _hide_audits([v for _, v in fresh], in_queue, rng)
+        for item, values in fresh:
+            for key, value in values.items():
+                setattr(item, key, value)
+            if item.created_at is None:
+                item.created_at = utcnow()
+                s.add(item)
     return result
 
 
-def _item_values(product: Product, pred: Prediction, version: str) -> dict[str, object]:
+def _hide_audits(rows: list[dict[str, object]], in_queue: list[float], rng: random.Random) -> None:
+    """Give each audit the queue position of a random review / unknown product (this batch's or
+    one already queued): audits then come in the same order as what people are asked anyway (not
+    last, where their high confidence would put them), and nothing in the order tells them apart."""
+    pool = [cast(float, v["probability"]) for v in rows if v["queued"] and not v["audit"]]
+    pool += in_queue
+    for values in rows:
+        if values["audit"]:
+            values["priority"] = rng.choice(pool) if pool else rng.random()
+
+
+def _item_values(
+    product: Product, pred: Prediction, version: str, audit_draw: bool
+) -> dict[str, object]:
+    audit = pred.decision == "accept" and audit_draw
+    probability = float(pred.top[0][1])
     return {
         "title": product.text,
         "image_path": str(Path(product.image).resolve()) if product.image else None,
         "decision": pred.decision,
-        "queued": pred.decision in QUEUED_DECISIONS,
+        "queued": pred.decision in QUEUED_DECISIONS or audit,
+        "audit": audit,
         "category": pred.top[0][0],
-        "probability": float(pred.top[0][1]),
+        "probability": probability,
+        "priority": probability,
+        "gate_case": "+".join(pred.modalities) or None,
         "ood_score": pred.ood_score,
         "top_json": json.dumps([[c, round(float(p), 6)] for c, p in pred.top]),
         "model_version": version,

@@ -56,11 +56,13 @@ class Task:
 
 
 def task_of(item: QueueItem) -> Task:
+    """What a reviewer sees. An audit (a product the model accepted) is shown as a review: the
+    answer must not know that the model was sure."""
     return Task(
         product_id=item.product_id,
         title=item.title,
         top=[(str(c), float(p)) for c, p in json.loads(item.top_json)],
-        decision=item.decision,
+        decision="review" if item.audit else item.decision,
         ood_score=item.ood_score,
         model_version=item.model_version,
         has_image=bool(item.image_path),
@@ -111,7 +113,8 @@ def _lock_slots(s: Session, db: Database) -> None:
 
 
 def next_task(db: Database, user: User) -> Task | None:
-    """The product this reviewer holds a lease on, else the most uncertain free one (leased)."""
+    """The product this reviewer holds a lease on, else the most uncertain free one (leased;
+    audits hide among them, see `prodcat.desk.queue`)."""
     with db.session() as s, s.begin():
         _lock_slots(s, db)
         now = utcnow()
@@ -120,7 +123,7 @@ def next_task(db: Database, user: User) -> Task | None:
             select(QueueItem)
             .join(Lease, Lease.product_id == QueueItem.product_id)
             .where(Lease.user_id == user.id)
-            .order_by(QueueItem.probability, QueueItem.product_id)
+            .order_by(QueueItem.priority, QueueItem.product_id)
             .limit(1)
         )
         if held is not None:
@@ -151,7 +154,7 @@ def _free_item(s: Session, db: Database, user: User, needed: int) -> QueueItem |
     stmt = (
         select(QueueItem)
         .where(QueueItem.queued, ~mine, ~skipped, n_answers + n_leases < needed)
-        .order_by(QueueItem.probability, QueueItem.product_id)
+        .order_by(QueueItem.priority, QueueItem.product_id)
         .limit(1)
     )
     return s.scalar(stmt)

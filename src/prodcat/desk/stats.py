@@ -1,4 +1,4 @@
-"""The admin page's figures: progress, per reviewer, per class, and agreement."""
+"""The admin page's figures: progress, per reviewer, per class, agreement, and blind audits."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from prodcat.desk.audit import audit_summary
 from prodcat.desk.db import Database, QueueItem, ReviewAnswer
 from prodcat.desk.review import answers_per_product
 
@@ -56,6 +57,7 @@ def progress(db: Database) -> dict[str, Any]:
         "per_reviewer": dict(Counter(a.reviewer for a in answers).most_common()),
         "per_class": dict(sorted(per_class.items(), key=lambda kv: (-kv[1]["queued"], kv[0]))),
         "agreement": agreement(answers),
+        "audit": audit_summary(db),
     }
 
 

@@ -48,6 +48,9 @@ NONE = "none"
 DEFAULT_TARGET_ACCURACY = 0.995
 UNKNOWN_QUANTILE = 0.99
 GATE_FORMAT = 1
+# Where the accept thresholds came from; this default: chosen when the model was trained, on its
+# held-out labelled products. `prodcat retune` replaces it with {"from": "audits", ...}.
+TRAINED_THRESHOLDS: dict[str, Any] = {"from": "training"}
 
 
 @dataclass
@@ -62,6 +65,7 @@ class Gate:
     unknown_thresholds: dict[str, float]
     ood: OodScorer | None
     validation: dict[str, Any] = field(default_factory=dict)
+    threshold_source: dict[str, Any] = field(default_factory=lambda: dict(TRAINED_THRESHOLDS))
 
     # -- applying -------------------------------------------------------------------------
     def cases(self, inputs: Inputs) -> np.ndarray:
@@ -139,6 +143,7 @@ class Gate:
             "unknown_thresholds": self.unknown_thresholds,
             "unknown_quantile": UNKNOWN_QUANTILE,
             "validation": self.validation,
+            "threshold_source": self.threshold_source,
             "ood": None if self.ood is None else self.ood.config(),
         }
         (path / "gate.json").write_text(json.dumps(config, indent=1, ensure_ascii=False))
@@ -170,6 +175,7 @@ class Gate:
             unknown_thresholds=config["unknown_thresholds"],
             ood=ood,
             validation=config.get("validation", {}),
+            threshold_source=config.get("threshold_source", dict(TRAINED_THRESHOLDS)),
         )
 
 
