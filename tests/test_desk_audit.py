@@ -9,6 +9,7 @@ import statistics
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from alembic import command
 from alembic.config import Config
@@ -31,6 +32,8 @@ from prodcat.desk.retune import audited_threshold
 from prodcat.features.cache import FeatureCache
 from prodcat.gate.gate import Gate
 from prodcat.model.bundle import Model, model_version
+from prodcat.monitor.drift import compare
+from prodcat.monitor.observations import Observations
 
 runner = CliRunner()
 LENIENT = 0.5  # accepts nearly every sample product, at about 98% accuracy: not 99.5%
@@ -279,6 +282,22 @@ def test_retune_raises_the_threshold_when_audits_break_the_promise(
     assert all(p.top[0][1] >= chosen for p in accepted)
     in_memory = new.predict(products[:3])  # the REST API's path: encoders in memory
     assert [p.decision for p in in_memory] == [p.decision for p in preds[:3]]
+    # the drift reference no longer compares the decisions retuning moved on purpose
+    assert new.reference is not None and model.reference is not None
+    assert set(model.reference.decisions) == {"accept", "review", "unknown"}
+    assert new.reference.decisions == {"unknown": model.reference.decisions["unknown"]}
+    n = 50
+    batch = Observations(
+        decisions=np.array(["review"] * n, dtype=object),
+        confidence=np.full(n, 0.9),
+        ood_score=np.zeros(n),
+        predicted=np.zeros(n, dtype=int),
+        has_photo=np.ones(n, dtype=bool),
+        has_title=np.ones(n, dtype=bool),
+        photo_side=np.full(n, 80.0),
+    )
+    shares = set(compare(new.reference, batch).signals)
+    assert "unknown_share" in shares and not shares & {"accept_share", "review_share"}
     # the retuned model has no audits of its own yet: nothing to judge
     again = runner.invoke(
         app, ["retune", str(out), "--db", f"sqlite:///{path}", "--out", str(tmp_path / "x")]

@@ -30,6 +30,7 @@ from prodcat.desk.audit import CONFIDENCE, METHOD, AuditOutcome, audit_outcomes,
 from prodcat.desk.db import Database, utcnow
 from prodcat.gate.gate import Gate
 from prodcat.model.bundle import Model, model_version
+from prodcat.monitor.reference import REFERENCE_FILE, Reference
 
 
 class RetuneError(ValueError):
@@ -170,4 +171,17 @@ def _write(
         "previous": gate.threshold_source,
     }
     gate.save(out / "gate")
+    _forget_moved_decisions(out)
     return out
+
+
+def _forget_moved_decisions(folder: Path) -> None:
+    """The drift reference's accept / review shares were counted at the old thresholds: drop
+    them, so the drift alarm stops comparing what retuning moved on purpose (the unknown share,
+    the distributions and the class mix still compare)."""
+    path = folder / REFERENCE_FILE
+    if not path.is_file():
+        return
+    reference = Reference.load(path)
+    reference.decisions = {d: n for d, n in reference.decisions.items() if d == "unknown"}
+    reference.save(path)

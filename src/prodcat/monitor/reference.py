@@ -31,6 +31,8 @@ class Reference:
     """What the validation part looked like to the model (see the module docstring)."""
 
     n: int
+    # Decision -> validation products; a decision whose threshold moved since (`prodcat retune`)
+    # is dropped, and then not compared.
     decisions: dict[str, int]
     class_counts: list[int]
     has_photo: int
@@ -106,7 +108,7 @@ class Reference:
             raise ValueError(f"{source} lacks {', '.join(missing)}; expected a saved Reference")
         return cls(
             n=int(config["n"]),
-            decisions={d: int(config["decisions"].get(d, 0)) for d in DECISIONS},
+            decisions={d: int(n) for d, n in config["decisions"].items() if d in DECISIONS},
             class_counts=[int(c) for c in config["class_counts"]],
             has_photo=int(config["has_photo"]),
             has_title=int(config["has_title"]),
