@@ -264,4 +264,9 @@ def evaluate_products(
         y = class_indices(labels, model.classes)
         logits = model.head.decision_logits(inputs)
         metrics.update(gate_metrics(model.gate, inputs, logits, proba, y, threshold=threshold))
+        # Class names rather than column indices for the classes never accepted.
+        metrics["blocked_classes"] = {
+            case: [model.classes[i] for i in blocked]
+            for case, blocked in metrics["blocked_classes"].items()
+        }
     return metrics
