@@ -6,6 +6,7 @@ test parts hold real products of 8 classes the model has never seen.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -27,16 +28,76 @@ from prodcat.training.train import TrainOptions, TrainResult, train
 runner = CliRunner()
 
 
+# A target the sample can certify (its 99.5% accepts nothing), calibrated on 5 cross-fitted folds
+# (the default).
+OPTIONS = TrainOptions(model="fusion-blend", top_classes=12, seed=0, target_accuracy=0.95)
+
+
 @pytest.fixture(scope="module")
 def held_out(sample_catalogue: Catalogue, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
-    result = train(
+    result = train(sample_catalogue, OPTIONS, cache=FeatureCache(), progress=False)
+    result.model.save(tmp_path_factory.mktemp("gate") / "model")
+    return result
+
+
+def test_cross_fitting_leaves_the_shipped_head_unchanged_bit_for_bit(
+    held_out: TrainResult, sample_catalogue: Catalogue
+) -> None:
+    plain = train(
         sample_catalogue,
-        TrainOptions(model="fusion-blend", top_classes=12, seed=0),
+        dataclasses.replace(OPTIONS, calibration_folds=0),
         cache=FeatureCache(),
         progress=False,
     )
-    result.model.save(tmp_path_factory.mktemp("gate") / "model")
-    return result
+    products = _unseen(held_out)
+    inputs, _ = held_out.model.encode(products, FeatureCache(), progress=False)
+    crossed_logits = held_out.model.head.decision_logits(inputs)
+    assert np.array_equal(crossed_logits, plain.model.head.decision_logits(inputs))
+    # ... while the gate rests on every training and validation product, not validation alone.
+    crossed, alone = held_out.model.gate, plain.model.gate
+    assert crossed is not None and alone is not None
+    n_labelled = held_out.model.figures["n_train"] + held_out.validation["n_in_class"]
+    assert crossed.guarantee["n_calibration"] == n_labelled  # every photo + title product
+    assert alone.guarantee["n_calibration"] == held_out.validation["n_in_class"]
+    assert crossed.guarantee["calibration"] == "cross-fitted, 5 folds"
+
+
+def test_the_certificate_is_kept_reported_and_blocks_classes(
+    held_out: TrainResult, tmp_path: Path
+) -> None:
+    gate = held_out.model.gate
+    assert gate is not None
+    g = gate.guarantee
+    # The guarantee holds on the calibration products: the lower bound reaches the target.
+    assert g["delta"] == 0.05 and g["n_accepted"] > 0
+    assert 0.95 <= g["guaranteed_accuracy"] <= g["accepted_accuracy"]
+    case = g["cases"]["image+text"]
+    assert case["threshold"] == gate.accept_thresholds["image+text"]
+    loaded = Model.load(held_out.model.save(tmp_path / "m"))
+    assert loaded.gate is not None
+    assert loaded.gate.guarantee == json.loads(json.dumps(g))
+    assert loaded.gate.blocked_classes == gate.blocked_classes
+    # A blocked class is reviewed however confident (unless someone overrides the threshold).
+    proba = np.zeros((2, len(held_out.model.classes)))
+    proba[:, 0] = 1.0
+    cases = np.array(["image+text", "image+text"], dtype=object)
+    scores = np.zeros(2)
+    saved = gate.blocked_classes
+    try:
+        gate.blocked_classes = {"image+text": [0]}
+        assert gate.decide(proba, scores, cases) == ["review", "review"]
+        assert gate.decide(proba, scores, cases, threshold=0.5) == ["accept", "accept"]
+        gate.blocked_classes = {"image+text": [1]}
+        assert gate.decide(proba, scores, cases) == ["accept", "accept"]
+    finally:
+        gate.blocked_classes = saved
+    test = held_out.test
+    assert test["guaranteed_accuracy"] == g["guaranteed_accuracy"]
+    assert test["n_calibration"] == g["n_calibration"] and test["delta"] == 0.05
+    assert test["blocked_classes"] == {
+        c: [held_out.model.classes[i] for i in v] for c, v in gate.blocked_classes.items()
+    }
+    assert test["decisions"]["accept"] > 0
 
 
 def _unseen(result: TrainResult) -> list[Product]:
@@ -80,10 +141,13 @@ def test_decisions_follow_the_rule_and_an_overridden_threshold(held_out: TrainRe
     products = _unseen(held_out)
     answers = model.predict(products)
     for a in answers:
-        if a.ood_score is not None and a.ood_score > model.gate.unknown_thresholds["image+text"]:
+        case = "+".join(a.modalities)
+        if a.ood_score is not None and a.ood_score > model.gate.unknown_thresholds[case]:
             assert a.decision == "unknown"
         else:
-            assert (a.decision == "accept") == (a.probability >= model.accept_threshold)
+            blocked = model.classes.index(a.category) in model.gate.blocked_classes.get(case, [])
+            passes = a.probability >= model.gate.accept_thresholds[case] and not blocked
+            assert (a.decision == "accept") == passes
     loose = model.predict(products, threshold=0.0)
     strict = model.predict(products, threshold=1.01)
     assert {a.decision for a in strict} <= {"review", "unknown"}
@@ -198,11 +262,17 @@ def test_cli_evaluate_reports_the_gate(
     metrics = json.loads(figures.read_text())
     for key in ("coverage", "accepted_accuracy", "review_top3", "ece", "ood_auroc"):
         assert key in metrics, key
+    guarantee = held_out.model.gate.guarantee if held_out.model.gate else {}
+    assert metrics["guaranteed_accuracy"] == pytest.approx(guarantee["guaranteed_accuracy"])
+    assert metrics["n_calibration"] == guarantee["n_calibration"] > 0
+    assert metrics["delta"] == 0.05 and isinstance(metrics["blocked_classes"], dict)
     assert metrics["cases"]["text"] == metrics["n_in_class"]
     page = (report / "index.html").read_text()
     for heading in ("Reliability diagram", "Accuracy vs coverage", "Out-of-distribution"):
         assert heading in page or heading.lower() in page.lower(), heading
     assert "the prototype&#x27;s rule" in page or "the prototype's rule" in page
+    assert "guaranteed accepted accuracy (95% lower bound)" in page
+    assert "calibration products it rests on" in page
 
 
 def test_restrict_hides_a_modality() -> None:
