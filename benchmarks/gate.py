@@ -50,7 +50,13 @@ from prodcat.gate.gate import class_indices
 from prodcat.heads.inputs import restrict
 from prodcat.model.bundle import Model
 from prodcat.training.metrics import evaluate_products
-from prodcat.training.train import TrainOptions, TrainResult, attach_gate, train
+from prodcat.training.train import (
+    TrainOptions,
+    TrainResult,
+    attach_gate,
+    cross_fitted_calibration,
+    train,
+)
 
 FASHION = ColumnMapping(
     label_column=None, label_columns=("masterCategory", "subCategory", "articleType")
@@ -119,7 +125,7 @@ def main() -> None:
         start = time.perf_counter()
         saved = args.models_dir / f"{task}-{seed}" if args.models_dir else None
         if saved is not None and (saved / "model.json").exists():
-            result = refit_gate(cat, Model.load(saved, runtime="torch"), options, cache)
+            result = refit_gate(cat, Model.load(saved, runtime="torch"), options, cache, saved)
         else:
             result = train(cat, options, cache=cache, progress=False)
             if saved is not None:
@@ -138,9 +144,14 @@ def main() -> None:
 
 
 def refit_gate(
-    cat: Catalogue, model: Model, options: TrainOptions, cache: FeatureCache
+    cat: Catalogue,
+    model: Model,
+    options: TrainOptions,
+    cache: FeatureCache,
+    saved: Path | None = None,
 ) -> TrainResult:
-    """A saved model's head with the gate fitted anew, as `train` does after its fit."""
+    """A saved model's head with the gate fitted anew, as `train` does after its fit; the
+    cross-fitted logits are kept beside the model in `saved` and reused on the next run."""
     parts = split_catalogue([p for p in cat.products if p.label])
     kept = set(model.classes)
     train_part = [p for p in parts["train"] if _label(p) in kept]
@@ -152,12 +163,30 @@ def refit_gate(
             ("test", parts["test"]),
         )
     }
-    attach_gate(
-        model, (train_part, inputs["train"]), (parts["validation"], inputs["validation"]), options
-    )
+    train_data = (train_part, inputs["train"])
+    validation = (parts["validation"], inputs["validation"])
+    calibration = None
+    if options.calibration_folds_used and saved is not None:
+        calibration = _cached_calibration(
+            saved / f"crossfit-{options.calibration_folds_used}.npz",
+            lambda: cross_fitted_calibration(model, train_data, validation, options),
+        )
+    attach_gate(model, train_data, validation, options, calibration)
     proba = model.predict_proba(inputs["test"])
     test = evaluate_products(model, parts["test"], proba, inputs=inputs["test"])
     return TrainResult(model, parts, {}, {}, test, proba)
+
+
+def _cached_calibration(path: Path, compute: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Cross-fitted logits from `path` if there, else computed and saved there (npz)."""
+    if path.exists():
+        with np.load(path) as saved:
+            cases = {k.split("/")[0] for k in saved.files}
+            return {c: (saved[f"{c}/logits"], saved[f"{c}/y"]) for c in cases}
+    found = compute()
+    arrays = {f"{c}/{n}": a for c, (lg, y) in found.items() for n, a in (("logits", lg), ("y", y))}
+    np.savez(path, **arrays)
+    return found
 
 
 def score_other(model: Model, cat: Catalogue, cache: FeatureCache) -> dict[str, Any]:

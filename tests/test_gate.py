@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from prodcat.catalogue import Catalogue, Product
 from prodcat.cli import app
 from prodcat.features.cache import FeatureCache
+from prodcat.gate.calibration import ACCEPT_NOTHING
 from prodcat.gate.gate import class_indices
 from prodcat.gate.ood import NeighbourDistance, auroc
 from prodcat.heads.inputs import parse_modalities, restrict
@@ -28,9 +29,14 @@ from prodcat.training.train import TrainOptions, TrainResult, train
 runner = CliRunner()
 
 
-# A target the sample can certify (its 99.5% accepts nothing), calibrated on 5 cross-fitted folds
-# (the default).
-OPTIONS = TrainOptions(model="fusion-blend", top_classes=12, seed=0, target_accuracy=0.95)
+# A target the sample can certify, calibrated on the validation part (`calibration_folds=0`): the
+# cross-fitted default is trained in the test that compares the two. (On the sample the
+# cross-fitted photo-only temperature leaves photo-only confidence 5.7 points above accuracy on
+# these 199 products, against 1 point from validation; on T10 the two calibrate photo-only alike,
+# ECE 0.0200 vs 0.0202: docs/benchmarks.md.)
+OPTIONS = TrainOptions(
+    model="fusion-blend", top_classes=12, seed=0, target_accuracy=0.95, calibration_folds=0
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,23 +49,27 @@ def held_out(sample_catalogue: Catalogue, tmp_path_factory: pytest.TempPathFacto
 def test_cross_fitting_leaves_the_shipped_head_unchanged_bit_for_bit(
     held_out: TrainResult, sample_catalogue: Catalogue
 ) -> None:
-    plain = train(
+    crossed = train(
         sample_catalogue,
-        dataclasses.replace(OPTIONS, calibration_folds=0),
+        dataclasses.replace(OPTIONS, calibration_folds=5),
         cache=FeatureCache(),
         progress=False,
     )
     products = _unseen(held_out)
     inputs, _ = held_out.model.encode(products, FeatureCache(), progress=False)
-    crossed_logits = held_out.model.head.decision_logits(inputs)
-    assert np.array_equal(crossed_logits, plain.model.head.decision_logits(inputs))
+    logits = crossed.model.head.decision_logits(inputs)
+    assert np.array_equal(logits, held_out.model.head.decision_logits(inputs))
     # ... while the gate rests on every training and validation product, not validation alone.
-    crossed, alone = held_out.model.gate, plain.model.gate
-    assert crossed is not None and alone is not None
-    n_labelled = held_out.model.figures["n_train"] + held_out.validation["n_in_class"]
-    assert crossed.guarantee["n_calibration"] == n_labelled  # every photo + title product
-    assert alone.guarantee["n_calibration"] == held_out.validation["n_in_class"]
-    assert crossed.guarantee["calibration"] == "cross-fitted, 5 folds"
+    with_folds, alone = crossed.model.gate, held_out.model.gate
+    assert with_folds is not None and alone is not None
+    n_validation = held_out.validation["n_in_class"]
+    n_labelled = held_out.model.figures["n_train"] + n_validation
+    assert with_folds.guarantee["n_calibration"] == n_labelled  # every photo + title product
+    assert alone.guarantee["n_calibration"] == n_validation
+    assert with_folds.guarantee["calibration"] == "cross-fitted, 5 folds"
+    assert alone.guarantee["calibration"] == "validation part"
+    assert with_folds.guarantee["guaranteed_accuracy"] >= 0.95
+    assert with_folds.guarantee["n_accepted"] > alone.guarantee["n_accepted"]
 
 
 def test_the_certificate_is_kept_reported_and_blocks_classes(
@@ -76,21 +86,27 @@ def test_the_certificate_is_kept_reported_and_blocks_classes(
     loaded = Model.load(held_out.model.save(tmp_path / "m"))
     assert loaded.gate is not None
     assert loaded.gate.guarantee == json.loads(json.dumps(g))
-    assert loaded.gate.blocked_classes == gate.blocked_classes
-    # A blocked class is reviewed however confident (unless someone overrides the threshold).
-    proba = np.zeros((2, len(held_out.model.classes)))
-    proba[:, 0] = 1.0
-    cases = np.array(["image+text", "image+text"], dtype=object)
-    scores = np.zeros(2)
-    saved = gate.blocked_classes
+    assert loaded.gate.class_thresholds == gate.class_thresholds
+    # A class with its own threshold needs it; a blocked one is reviewed however confident
+    # (unless someone overrides the threshold).
+    proba = np.zeros((3, len(held_out.model.classes)))
+    proba[:, 0] = [0.999, 0.98, 0.5]
+    proba[:, 1] = 1 - proba[:, 0]
+    cases = np.array(["image+text"] * 3, dtype=object)
+    scores = np.zeros(3)
+    saved = gate.class_thresholds, gate.accept_thresholds
     try:
-        gate.blocked_classes = {"image+text": [0]}
-        assert gate.decide(proba, scores, cases) == ["review", "review"]
-        assert gate.decide(proba, scores, cases, threshold=0.5) == ["accept", "accept"]
-        gate.blocked_classes = {"image+text": [1]}
-        assert gate.decide(proba, scores, cases) == ["accept", "accept"]
+        gate.accept_thresholds = {**gate.accept_thresholds, "image+text": 0.9}
+        gate.class_thresholds = {"image+text": {0: 0.99}}
+        assert gate.decide(proba, scores, cases) == ["accept", "review", "review"]
+        gate.class_thresholds = {"image+text": {0: ACCEPT_NOTHING}}
+        assert gate.blocked_classes == {"image+text": [0]}
+        assert gate.decide(proba, scores, cases) == ["review", "review", "review"]
+        assert gate.decide(proba, scores, cases, threshold=0.5) == ["accept"] * 3
+        gate.class_thresholds = {"image+text": {1: ACCEPT_NOTHING}}
+        assert gate.decide(proba, scores, cases) == ["accept", "accept", "review"]
     finally:
-        gate.blocked_classes = saved
+        gate.class_thresholds, gate.accept_thresholds = saved
     test = held_out.test
     assert test["guaranteed_accuracy"] == g["guaranteed_accuracy"]
     assert test["n_calibration"] == g["n_calibration"] and test["delta"] == 0.05
@@ -145,8 +161,8 @@ def test_decisions_follow_the_rule_and_an_overridden_threshold(held_out: TrainRe
         if a.ood_score is not None and a.ood_score > model.gate.unknown_thresholds[case]:
             assert a.decision == "unknown"
         else:
-            blocked = model.classes.index(a.category) in model.gate.blocked_classes.get(case, [])
-            passes = a.probability >= model.gate.accept_thresholds[case] and not blocked
+            limit = model.gate.accept_limit(case, model.classes.index(a.category))
+            passes = a.probability >= limit
             assert (a.decision == "accept") == passes
     loose = model.predict(products, threshold=0.0)
     strict = model.predict(products, threshold=1.01)

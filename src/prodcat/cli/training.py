@@ -303,14 +303,25 @@ CASE_NAMES = {"image+text": "photo + title", "image": "photo only", "text": "tit
 
 
 def _blocked_text(result: TrainResult) -> str:
-    """The classes never accepted, per case, when their own evidence cannot hold the target."""
-    blocked = {c: v for c, v in (result.test.get("blocked_classes") or {}).items() if v}
-    if not blocked:
+    """Per case, the classes whose own evidence cannot hold the target at the case's threshold:
+    with their own (higher) threshold, or never accepted."""
+    from prodcat.gate.calibration import ACCEPT_NOTHING
+
+    lines = []
+    for case, limits in (result.test.get("class_thresholds") or {}).items():
+        raised = [f"{name} ({t:.4f})" for name, t in limits.items() if t < ACCEPT_NOTHING]
+        never = [name for name, t in limits.items() if t >= ACCEPT_NOTHING]
+        if raised:
+            lines.append(f"{CASE_NAMES.get(case, case)}, own higher threshold: {', '.join(raised)}")
+        if never:
+            lines.append(
+                f"{CASE_NAMES.get(case, case)}, never accepted, always reviewed: {', '.join(never)}"
+            )
+    if not lines:
         return ""
-    named = "; ".join(f"{CASE_NAMES.get(c, c)}: {', '.join(v)}" for c, v in blocked.items())
     return (
-        "\nnever accepted, always reviewed (their own calibration products cannot support the "
-        f"target): {named}"
+        "\nclasses whose own calibration products cannot support the target at the common "
+        "threshold: " + "; ".join(lines)
     )
 
 

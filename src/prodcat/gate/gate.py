@@ -11,8 +11,10 @@ parts scored out of fold by heads cross-fitted on the other folds (`prodcat.trai
    most 1 - target with probability >= 1 - delta (`prodcat.gate.calibration.certify_threshold`:
    Learn-then-Test with exact binomial bounds). The evidence (products, errors, the guaranteed
    accuracy) is kept in `Gate.guarantee`.
-3. Classes whose own accepted calibration products contradict the target are never accepted
-   (`Gate.blocked_classes`, `prodcat.gate.calibration.unsupported_classes`).
+3. Per class: a class whose own accepted calibration products contradict the target
+   (`prodcat.gate.calibration.unsupported_classes`) gets its own certified threshold, above the
+   case's, from its products alone; when none can be certified it is never accepted
+   (`Gate.class_thresholds`, `Gate.blocked_classes`).
 4. The out-of-distribution scorer (`prodcat.gate.ood`) and, per case, the `unknown` threshold: the
    99th percentile of the validation *in-class* scores. It is chosen without any out-of-class
    product (we never know in advance what new kinds of product will arrive); 99% rather than 95%
@@ -21,7 +23,7 @@ parts scored out of fold by heads cross-fitted on the other folds (`prodcat.trai
 
 Decision, per product: ``unknown`` if its OOD score is above its case's unknown threshold,
 else ``accept`` if its calibrated top probability reaches the case's accept threshold (or the
-threshold given at predict time) and its predicted class is not blocked, else ``review``. A
+threshold given at predict time) and its predicted class's own threshold, else ``review``. A
 product with neither modality is reviewed.
 Saved as ``gate/gate.json`` + ``gate/ood.safetensors`` in the model directory (no pickle).
 """
@@ -76,9 +78,17 @@ class Gate:
     # The thresholds' evidence: delta, calibration products, accepted, errors, the guaranteed
     # (lower-bound) accepted accuracy, overall and per case (`fit_gate`).
     guarantee: dict[str, Any] = field(default_factory=dict)
-    # Per case, the class indices never accepted automatically: their own calibration evidence
-    # in that case cannot support the target.
-    blocked_classes: dict[str, list[int]] = field(default_factory=dict)
+    # Per case, class index -> its own accept threshold, for the classes whose calibration evidence
+    # at the case's threshold cannot support the target; ACCEPT_NOTHING: never accepted.
+    class_thresholds: dict[str, dict[int, float]] = field(default_factory=dict)
+
+    @property
+    def blocked_classes(self) -> dict[str, list[int]]:
+        """Per case, the classes never accepted automatically (no threshold could be certified)."""
+        return {
+            case: sorted(c for c, t in limits.items() if t >= ACCEPT_NOTHING)
+            for case, limits in self.class_thresholds.items()
+        }
 
     # -- applying -------------------------------------------------------------------------
     def cases(self, inputs: Inputs) -> np.ndarray:
@@ -118,20 +128,24 @@ class Gate:
         threshold: float | None = None,
     ) -> list[str]:
         """accept / review / unknown per product; `threshold` overrides every case's threshold
-        and the blocked classes (a threshold someone chose carries no certificate)."""
+        and the classes' own (a threshold someone chose carries no certificate)."""
         confidence = np.asarray(proba).max(axis=1)
         predicted = np.asarray(proba).argmax(axis=1)
         out = []
         for conf, score, case, k in zip(confidence, ood_scores, cases, predicted, strict=True):
-            blocked = threshold is None and int(k) in self.blocked_classes.get(case, ())
-            if case == NONE or blocked:
+            if case == NONE:
                 out.append("review")
             elif np.isfinite(score) and score > self.unknown_thresholds.get(case, np.inf):
                 out.append("unknown")
             else:
-                limit = self.accept_thresholds[case] if threshold is None else threshold
+                limit = self.accept_limit(case, int(k)) if threshold is None else threshold
                 out.append("accept" if conf >= limit else "review")
         return out
+
+    def accept_limit(self, case: str, predicted: int) -> float:
+        """The confidence a product of `case` predicted as class `predicted` must reach."""
+        own = self.class_thresholds.get(case, {}).get(predicted, 0.0)
+        return max(self.accept_thresholds[case], own)
 
     @property
     def main_case(self) -> str:
@@ -154,7 +168,10 @@ class Gate:
             "unknown_quantile": UNKNOWN_QUANTILE,
             "validation": self.validation,
             "guarantee": self.guarantee,
-            "blocked_classes": self.blocked_classes,
+            "class_thresholds": {
+                case: {str(c): t for c, t in limits.items()}
+                for case, limits in self.class_thresholds.items()
+            },
             "ood": None if self.ood is None else self.ood.config(),
         }
         (path / "gate.json").write_text(json.dumps(config, indent=1, ensure_ascii=False))
@@ -188,9 +205,9 @@ class Gate:
             validation=config.get("validation", {}),
             # Models saved before the guarantee have none (and block no class).
             guarantee=config.get("guarantee", {}),
-            blocked_classes={
-                case: [int(c) for c in classes]
-                for case, classes in config.get("blocked_classes", {}).items()
+            class_thresholds={
+                case: {int(c): float(t) for c, t in limits.items()}
+                for case, limits in config.get("class_thresholds", {}).items()
             },
         )
 
@@ -239,11 +256,9 @@ def fit_gate(
     for case in model_cases(uses_image, uses_text):  # cases without calibration products
         gate.temperatures.setdefault(case, 1.0)
         gate.accept_thresholds.setdefault(case, ACCEPT_NOTHING)
-    # A case that accepts nothing blocks every class already: no list needed.
-    gate.blocked_classes = {
-        case: unsupported_classes(
-            *_calibrated(gate, case, *calibration[case]), len(head.classes_), target_accuracy, delta
-        )
+    # A case that accepts nothing holds back every class already: nothing to add.
+    gate.class_thresholds = {
+        case: _class_thresholds(gate, case, *calibration[case], len(head.classes_), delta)
         for case, choice in choices.items()
         if choice.n_accepted
     }
@@ -280,10 +295,30 @@ def _validation_cases(
 def _calibrated(
     gate: Gate, case: str, logits: np.ndarray, y: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Predicted class, correct, accepted for one case's calibration products."""
+    """Predicted class, correct, accepted for one case's calibration products (the classes' own
+    thresholds applied)."""
     proba = softmax(logits, gate.temperatures[case])
     predicted = proba.argmax(axis=1)
-    return predicted, predicted == y, proba.max(axis=1) >= gate.accept_thresholds[case]
+    limits = np.array([gate.accept_limit(case, int(k)) for k in predicted], dtype=np.float64)
+    return predicted, predicted == y, proba.max(axis=1) >= limits
+
+
+def _class_thresholds(
+    gate: Gate, case: str, logits: np.ndarray, y: np.ndarray, n_classes: int, delta: float
+) -> dict[int, float]:
+    """Own thresholds for the classes whose accepted products at the case's threshold cannot
+    support the target: certified on that class's calibration products alone (never below the
+    case's); ACCEPT_NOTHING where none can be."""
+    predicted, correct, accepted = _calibrated(gate, case, logits, y)
+    confidence = softmax(logits, gate.temperatures[case]).max(axis=1)
+    out = {}
+    for c in unsupported_classes(
+        predicted, correct, accepted, n_classes, gate.target_accuracy, delta
+    ):
+        rows = predicted == c
+        own = certify_threshold(confidence[rows], correct[rows], gate.target_accuracy, delta)
+        out[c] = max(own.threshold, gate.accept_thresholds[case])
+    return out
 
 
 def _guarantee(
@@ -301,8 +336,7 @@ def _guarantee(
     """
     cases: dict[str, Any] = {}
     for case, choice in choices.items():
-        predicted, correct, accepted = _calibrated(gate, case, *calibration[case])
-        accepted &= ~np.isin(predicted, gate.blocked_classes.get(case, []))
+        _, correct, accepted = _calibrated(gate, case, *calibration[case])
         right, n_accepted = int(np.sum(accepted & correct)), int(accepted.sum())
         cases[case] = {
             **choice.summary(),
@@ -429,7 +463,8 @@ def gate_metrics(
         "n_calibration": gate.guarantee.get("n_calibration"),
         "delta": gate.guarantee.get("delta"),
         "guarantee": gate.guarantee,
-        "blocked_classes": dict(gate.blocked_classes),  # indices; evaluate names them
+        "blocked_classes": gate.blocked_classes,  # indices; evaluate names them
+        "class_thresholds": gate.class_thresholds,
         "cases": {c: int(np.sum(inside & (cases == c))) for c in (*CASES, NONE)},
     }
     if outside.any() and inside.any():

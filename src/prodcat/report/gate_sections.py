@@ -88,18 +88,26 @@ CASE_NAMES = {"image+text": "photo + title", "image": "photo only", "text": "tit
 
 
 def _blocked_html(metrics: dict[str, Any]) -> str:
-    """The classes never accepted automatically, per modality case."""
-    blocked = {c: v for c, v in (metrics.get("blocked_classes") or {}).items() if v}
-    if not blocked:
+    """The classes with their own (higher) threshold or never accepted, per modality case."""
+    rows = [
+        [
+            escape(CASE_NAMES.get(case, case)),
+            escape(name),
+            "never accepted" if t > 1.0 else f"{t:.4f}",
+        ]
+        for case, limits in (metrics.get("class_thresholds") or {}).items()
+        for name, t in limits.items()
+    ]
+    if not rows:
         return note(
-            "Every class can be accepted: none has calibration evidence against the target."
+            "Every class is accepted at its case's threshold: none has evidence against it."
         )
-    rows = [[escape(CASE_NAMES.get(c, c)), escape(", ".join(v))] for c, v in blocked.items()]
     text = (
-        "Never accepted, always reviewed: classes whose own accepted calibration products cannot "
-        "support the target (none accepted, or more errors than the target allows)."
+        "Classes whose own accepted calibration products cannot support the target at the common "
+        "threshold (none accepted, or more errors than the target allows): each has its own "
+        "threshold, certified on its products alone, or is never accepted (always reviewed)."
     )
-    return note(text) + table(["case", "classes"], rows, set())
+    return note(text) + table(["case", "class", "own threshold"], rows, {2})
 
 
 def _calibration_section(metrics: dict[str, Any]) -> str | None:

@@ -269,4 +269,8 @@ def evaluate_products(
             case: [model.classes[i] for i in blocked]
             for case, blocked in metrics["blocked_classes"].items()
         }
+        metrics["class_thresholds"] = {
+            case: {model.classes[i]: t for i, t in limits.items()}
+            for case, limits in metrics["class_thresholds"].items()
+        }
     return metrics

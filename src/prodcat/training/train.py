@@ -21,7 +21,7 @@ from prodcat.catalogue.split import split_catalogue
 from prodcat.encoders.image import check_size
 from prodcat.encoders.registry import encoder_name, fits_words, parse_encoder_name, split_encoders
 from prodcat.features.cache import FeatureCache
-from prodcat.gate.gate import DEFAULT_TARGET_ACCURACY, class_indices, fit_gate
+from prodcat.gate.gate import DEFAULT_TARGET_ACCURACY, CaseData, class_indices, fit_gate
 from prodcat.heads import HEAD_NAMES, Head, Inputs, head_class
 from prodcat.model.bundle import Model, training_fingerprint
 from prodcat.progress import training_progress
@@ -345,29 +345,20 @@ def attach_gate(
     train_part: tuple[Sequence[Product], Inputs],
     validation: tuple[Sequence[Product], Inputs],
     options: TrainOptions,
+    calibration: CaseData | None = None,
 ) -> float:
     """Fit the gate (calibration, thresholds, OOD reference) of a fitted head: calibrated on
     cross-fitted logits of both parts (or on validation), OOD reference from validation. Returns
-    the seconds spent cross-fitting (0 without)."""
+    the seconds spent cross-fitting (0 without). `calibration`: cross-fitted logits computed
+    before (`cross_fitted_calibration`), to refit a gate without fitting the folds again."""
     train_y = class_indices([_label(p) for p in train_part[0]], model.classes)
     validation_y = class_indices([_label(p) for p in validation[0]], model.classes)
     uses_image = model.image_encoder is not None
     uses_text = options.resolved_text_encoder is not None
     folds = options.calibration_folds_used
     start = time.perf_counter()
-    calibration = None
-    if folds:
-        calibration = cross_fitted_logits(
-            lambda: make_head(options),
-            [*train_part[0], *validation[0]],
-            join_inputs([train_part[1], validation[1]]),
-            np.concatenate([train_y, validation_y]),
-            model.classes,
-            uses_image=uses_image,
-            uses_text=uses_text,
-            folds=folds,
-            seed=options.seed,
-        )
+    if folds and calibration is None:
+        calibration = cross_fitted_calibration(model, train_part, validation, options)
     cross_fit_seconds = time.perf_counter() - start
     model.gate = fit_gate(
         model.head,
@@ -383,6 +374,27 @@ def attach_gate(
         folds=folds,
     )
     return cross_fit_seconds
+
+
+def cross_fitted_calibration(
+    model: Model,
+    train_part: tuple[Sequence[Product], Inputs],
+    validation: tuple[Sequence[Product], Inputs],
+    options: TrainOptions,
+) -> CaseData:
+    """Out-of-fold logits of the training + validation parts, per modality case."""
+    labels = [_label(p) for p in [*train_part[0], *validation[0]]]
+    return cross_fitted_logits(
+        lambda: make_head(options),
+        [*train_part[0], *validation[0]],
+        join_inputs([train_part[1], validation[1]]),
+        class_indices(labels, model.classes),
+        model.classes,
+        uses_image=model.image_encoder is not None,
+        uses_text=options.resolved_text_encoder is not None,
+        folds=options.calibration_folds_used,
+        seed=options.seed,
+    )
 
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -423,6 +435,7 @@ __all__ = [
     "TrainOptions",
     "TrainResult",
     "attach_gate",
+    "cross_fitted_calibration",
     "train",
     "tune_photo_encoder",
 ]
