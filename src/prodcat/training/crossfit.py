@@ -18,7 +18,8 @@ import numpy as np
 
 from prodcat.catalogue import Product
 from prodcat.catalogue.split import group_keys
-from prodcat.gate.gate import CaseData, modality_cases, model_cases
+from prodcat.gate.certificate import CaseData
+from prodcat.gate.gate import modality_cases, model_cases
 from prodcat.heads import Head, Inputs
 from prodcat.heads.inputs import restrict
 

@@ -21,7 +21,8 @@ from prodcat.catalogue.split import split_catalogue
 from prodcat.encoders.image import check_size
 from prodcat.encoders.registry import encoder_name, fits_words, parse_encoder_name, split_encoders
 from prodcat.features.cache import FeatureCache
-from prodcat.gate.gate import DEFAULT_TARGET_ACCURACY, CaseData, class_indices, fit_gate
+from prodcat.gate.certificate import CaseData
+from prodcat.gate.gate import DEFAULT_TARGET_ACCURACY, class_indices, fit_gate
 from prodcat.heads import HEAD_NAMES, Head, Inputs, head_class
 from prodcat.model.bundle import Model, training_fingerprint
 from prodcat.progress import training_progress
