@@ -14,9 +14,14 @@ temperatures and thresholds are fitted on validation inside `train`), then on th
 - MISSING: the same model shown only the photo, or only the title.
 
 Also the saved model's size and the gate's cost per product (OOD score + decision), median of
-several single-product calls.
+several single-product calls; the certificate behind the thresholds (guaranteed accepted
+accuracy, calibration products, delta, classes never accepted) and the seconds spent
+cross-fitting; with `--other-data`, the same model scored on every labelled product of another
+catalogue with the same columns (fashion-hires: an older season, its own labelling habits).
 
     python benchmarks/gate.py --tasks T10,FULL --cache-dir /tmp/pc-exp --json gate.json
+    python benchmarks/gate.py --tasks T10 --seeds 0,1,2 --json t10.json \\
+        --other-data ../shared/datasets/fashion-hires
     python benchmarks/gate.py --tasks T10 --image-size 160 --fine-tune-whole 4 --models-dir M
 
 (`--models-dir`: a model saved there by an earlier run, or by `prodcat train` with the same
@@ -45,7 +50,13 @@ from prodcat.gate.gate import class_indices
 from prodcat.heads.inputs import restrict
 from prodcat.model.bundle import Model
 from prodcat.training.metrics import evaluate_products
-from prodcat.training.train import TrainOptions, TrainResult, attach_gate, train
+from prodcat.training.train import (
+    TrainOptions,
+    TrainResult,
+    attach_gate,
+    cross_fitted_calibration,
+    train,
+)
 
 FASHION = ColumnMapping(
     label_column=None, label_columns=("masterCategory", "subCategory", "articleType")
@@ -57,7 +68,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("../shared/datasets/fashion-products"))
     parser.add_argument("--tasks", default="T10,FULL")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds, one run each")
+    parser.add_argument("--calibration-folds", type=int, default=5, help="0: validation only")
+    parser.add_argument(
+        "--other-data", type=Path, help="also score each model on this catalogue's products"
+    )
+    parser.add_argument("--other-image-column", default="image")
     parser.add_argument("--target-accuracy", type=float, default=0.995)
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--image-size", type=int, default=None, help="photo network input px")
@@ -82,11 +98,24 @@ def main() -> None:
     console = Console()
     cat = load_catalogue(csv_path, FASHION, verify_images=False, progress=False)
     cache = FeatureCache(args.cache_dir)
+    other = None
+    if args.other_data is not None:
+        mapping = ColumnMapping(
+            label_column=None,
+            label_columns=FASHION.label_columns,
+            image_column=args.other_image_column,
+        )
+        other = load_catalogue(
+            args.other_data / "products.csv", mapping, verify_images=False, progress=False
+        )
     runs: dict[str, Any] = {}
-    for task in args.tasks.split(","):
+    for run_name, task, seed in [
+        (f"{t} seed {s}", t, int(s)) for t in args.tasks.split(",") for s in args.seeds.split(",")
+    ]:
         options = TrainOptions(
             model="fusion-blend",
-            seed=args.seed,
+            calibration_folds=args.calibration_folds,
+            seed=seed,
             target_accuracy=args.target_accuracy,
             image_size=args.image_size,
             fine_tune_whole=args.fine_tune_whole > 0,
@@ -94,25 +123,35 @@ def main() -> None:
             **TASKS[task],  # type: ignore[arg-type]
         )
         start = time.perf_counter()
-        saved = args.models_dir / task if args.models_dir else None
+        saved = args.models_dir / f"{task}-{seed}" if args.models_dir else None
         if saved is not None and (saved / "model.json").exists():
-            result = refit_gate(cat, Model.load(saved, runtime="torch"), options, cache)
+            result = refit_gate(cat, Model.load(saved, runtime="torch"), options, cache, saved)
         else:
             result = train(cat, options, cache=cache, progress=False)
             if saved is not None:
                 result.model.save(saved)
-        runs[task] = measure(result, cache)
-        runs[task]["train_seconds"] = time.perf_counter() - start
-        console.print(task, {k: v for k, v in runs[task].items() if not isinstance(v, dict)})
+        runs[run_name] = measure(result, cache)
+        runs[run_name]["train_seconds"] = time.perf_counter() - start
+        runs[run_name]["seconds"] = result.seconds
+        if other is not None:
+            runs[run_name]["other"] = score_other(result.model, other, cache)
+        console.print(
+            run_name, {k: v for k, v in runs[run_name].items() if not isinstance(v, dict)}
+        )
         if args.json:
             args.json.write_text(json.dumps(runs, indent=2))
     console.print(_table(runs))
 
 
 def refit_gate(
-    cat: Catalogue, model: Model, options: TrainOptions, cache: FeatureCache
+    cat: Catalogue,
+    model: Model,
+    options: TrainOptions,
+    cache: FeatureCache,
+    saved: Path | None = None,
 ) -> TrainResult:
-    """A saved model's head with the gate fitted anew, as `train` does after its fit."""
+    """A saved model's head with the gate fitted anew, as `train` does after its fit; the
+    cross-fitted logits are kept beside the model in `saved` and reused on the next run."""
     parts = split_catalogue([p for p in cat.products if p.label])
     kept = set(model.classes)
     train_part = [p for p in parts["train"] if _label(p) in kept]
@@ -124,12 +163,49 @@ def refit_gate(
             ("test", parts["test"]),
         )
     }
-    attach_gate(
-        model, (train_part, inputs["train"]), (parts["validation"], inputs["validation"]), options
-    )
+    train_data = (train_part, inputs["train"])
+    validation = (parts["validation"], inputs["validation"])
+    calibration = None
+    if options.calibration_folds_used and saved is not None:
+        calibration = _cached_calibration(
+            saved / f"crossfit-{options.calibration_folds_used}.npz",
+            lambda: cross_fitted_calibration(model, train_data, validation, options),
+        )
+    attach_gate(model, train_data, validation, options, calibration)
     proba = model.predict_proba(inputs["test"])
     test = evaluate_products(model, parts["test"], proba, inputs=inputs["test"])
     return TrainResult(model, parts, {}, {}, test, proba)
+
+
+def _cached_calibration(path: Path, compute: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Cross-fitted logits from `path` if there, else computed and saved there (npz)."""
+    if path.exists():
+        with np.load(path) as saved:
+            cases = {k.split("/")[0] for k in saved.files}
+            return {c: (saved[f"{c}/logits"], saved[f"{c}/y"]) for c in cases}
+    found = compute()
+    arrays = {f"{c}/{n}": a for c, (lg, y) in found.items() for n, a in (("logits", lg), ("y", y))}
+    np.savez(path, **arrays)
+    return found
+
+
+def score_other(model: Model, cat: Catalogue, cache: FeatureCache) -> dict[str, Any]:
+    """The model on every labelled product of another catalogue (classes it lacks: out of class)."""
+    products = [p for p in cat.products if p.label]
+    inputs, _ = model.encode(products, cache, progress=False)
+    metrics = evaluate_products(model, products, model.predict_proba(inputs), inputs=inputs)
+    keys = (
+        "accuracy",
+        "n_in_class",
+        "n_out_of_class",
+        "coverage",
+        "accepted_accuracy",
+        "decisions",
+        "unknown_share",
+        "guaranteed_accuracy",
+        "n_out_of_class_accepted",
+    )
+    return {k: metrics.get(k) for k in keys}
 
 
 def measure(result: TrainResult, cache: FeatureCache) -> dict[str, Any]:
@@ -167,6 +243,11 @@ def measure(result: TrainResult, cache: FeatureCache) -> dict[str, Any]:
         out[shown] = figures
         if shown == "image,text" and (y == -1).any():
             out["out_of_class_passed"] = _passed_by_type(model, products, masked, proba, y)
+    out["guarantee"] = model.gate.guarantee
+    out["blocked_classes"] = {
+        case: [model.classes[i] for i in blocked]
+        for case, blocked in model.gate.blocked_classes.items()
+    }
     out["temperatures"] = model.gate.temperatures
     out["accept_thresholds"] = model.gate.accept_thresholds
     out.update(_size_and_cost(model, inputs))

@@ -107,6 +107,17 @@ def serve_once(command: str, path: str, title: str | None = None) -> tuple[str, 
     return printed, predicted
 
 
+def demo_acceptance(printed: str) -> tuple[int, str]:
+    """The photo + title model's line under "automatic labelling": products accepted, accuracy."""
+    found = re.search(
+        r"photo \+ title \(fusion network x title words\)\s+accepted ([\d,]+) of [\d,]+ "
+        r"in-class products \([\d.]+%\) at measured accuracy ([\d.]+%)",
+        " ".join(printed.split()),
+    )
+    assert found, printed
+    return int(found.group(1).replace(",", "")), found.group(2)
+
+
 @pytest.mark.slow
 def test_the_demo_then_its_tour_verbatim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -117,6 +128,19 @@ def test_the_demo_then_its_tour_verbatim(tmp_path: Path, monkeypatch: pytest.Mon
     for kind in ("text", "image", "fusion"):
         assert (tmp_path / "prodcat-demo" / kind / "model.json").is_file()
     assert (tmp_path / "prodcat-demo" / "report" / "index.html").is_file()
+    assert "accept target: 95% accuracy, not the default 99.5%" in printed
+    accepted, accuracy = demo_acceptance(printed)
+    assert accepted > 0
+    # The accuracy it prints is the measured one: evaluate the saved model on the same part.
+    figures = tmp_path / "fusion.json"
+    invoke(
+        "prodcat evaluate prodcat-demo/fusion prodcat-demo/sample/products.csv --part test "
+        f"--json {figures}"
+    )
+    measured = json.loads(figures.read_text())
+    assert measured["decisions"]["accept"] == accepted
+    assert f"{measured['accepted_accuracy']:.2%}" == accuracy
+    assert measured["accepted_accuracy"] >= 0.9
     check, train, predict, serve, queue, add_user, review = TOUR
 
     assert "Catalogue check" in invoke(check)

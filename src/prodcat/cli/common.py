@@ -25,6 +25,7 @@ err = Console(stderr=True, soft_wrap=True)
 # Defaults the help shows, copied here so that `--help` imports none of their modules;
 # tests/test_cli.py checks each against its source.
 DEFAULT_TARGET_ACCURACY = 0.995  # prodcat.gate.gate.DEFAULT_TARGET_ACCURACY
+DEFAULT_CALIBRATION_FOLDS = 5  # prodcat.training.crossfit.DEFAULT_FOLDS
 DEFAULT_FINE_TUNE_EPOCHS = 4  # prodcat.training.train.TrainOptions.fine_tune_epochs
 DEFAULT_MIN_CLASS_COUNT = 5  # prodcat.catalogue.classes.DEFAULT_MIN_CLASS_COUNT
 DEFAULT_DB = "sqlite:///prodcat-desk.db"  # prodcat.desk.db.DEFAULT_DB

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from prodcat.cli.common import (
+    DEFAULT_CALIBRATION_FOLDS,
     DEFAULT_FINE_TUNE_EPOCHS,
     DEFAULT_MIN_CLASS_COUNT,
     DEFAULT_TARGET_ACCURACY,
@@ -112,8 +113,20 @@ def train_cmd(
     seed: Annotated[int, typer.Option(metavar="N", help="Random seed.")] = 0,
     target_accuracy: Annotated[
         float,
-        typer.Option(metavar="P", help="Accuracy of accepted products to reach on validation."),
+        typer.Option(
+            metavar="P",
+            help="Accuracy the accepted products must keep, certified with 95% confidence on the "
+            "calibration products.",
+        ),
     ] = DEFAULT_TARGET_ACCURACY,
+    calibration_folds: Annotated[
+        int,
+        typer.Option(
+            metavar="K",
+            help="Calibrate the gate on the training + validation parts scored out of fold by K "
+            "cross-fitted heads (0: on the validation part only).",
+        ),
+    ] = DEFAULT_CALIBRATION_FOLDS,
     report: Annotated[
         Path | None, typer.Option(metavar="FOLDER", help="Also write the HTML report here.")
     ] = None,
@@ -147,6 +160,7 @@ def train_cmd(
         min_class_count=min_class_count,
         seed=seed,
         target_accuracy=target_accuracy,
+        calibration_folds=calibration_folds,
         fine_tune=fine_tune,
         fine_tune_whole=fine_tune_whole,
         fine_tune_epochs=fine_tune_epochs,
@@ -251,36 +265,79 @@ def _classes_line(result: TrainResult) -> str:
 
 
 def _gate_line(result: TrainResult) -> str:
-    """The gate on the test part: what share is accepted, how accurate, how well calibrated."""
+    """The gate on the test part: what share is accepted, how accurate, the guarantee behind it,
+    how well calibrated; then the classes never accepted."""
     t = result.test
     return (
         f"gate (test): coverage {fmt(t.get('coverage'), '.2%')} at accepted accuracy "
         f"{fmt(t.get('accepted_accuracy'), '.2%')} (target "
-        f"{result.model.options.get('target_accuracy')}), review top-3 "
-        f"{fmt(t.get('review_top3'), '.2%')}, ECE {fmt(t.get('ece_uncalibrated'), '.4f')} -> "
-        f"{fmt(t.get('ece'), '.4f')}"
+        f"{result.model.options.get('target_accuracy')}; {_guarantee_text(result)}), review "
+        f"top-3 {fmt(t.get('review_top3'), '.2%')}, ECE {fmt(t.get('ece_uncalibrated'), '.4f')} "
+        f"-> {fmt(t.get('ece'), '.4f')}"
         + (
             f", OOD AUROC {fmt(t.get('ood_auroc'), '.3f')} "
             f"(on {t.get('n_out_of_class', 0):,} out-of-class products)"
             if t.get("ood_auroc") is not None
             else ""
         )
+        + _blocked_text(result)
         + _accept_nothing_hint(result)
     )
 
 
+def _guarantee_text(result: TrainResult) -> str:
+    """What the thresholds were certified on: the guaranteed accuracy, products, delta."""
+    gate = result.model.gate
+    g = gate.guarantee if gate is not None else {}
+    if not g:
+        return "no certificate"
+    confidence = 1 - float(g.get("delta", 0.05))
+    return (
+        f"guaranteed >= {fmt(g.get('guaranteed_accuracy'), '.2%')} with {confidence:.0%} "
+        f"confidence on {g.get('n_calibration', 0):,} calibration products, "
+        f"{g.get('calibration', '')}"
+    )
+
+
+CASE_NAMES = {"image+text": "photo + title", "image": "photo only", "text": "title only"}
+
+
+def _blocked_text(result: TrainResult) -> str:
+    """Per case, the classes whose own evidence cannot hold the target at the case's threshold:
+    with their own (higher) threshold, or never accepted."""
+    from prodcat.gate.calibration import ACCEPT_NOTHING
+
+    lines = []
+    for case, limits in (result.test.get("class_thresholds") or {}).items():
+        raised = [f"{name} ({t:.4f})" for name, t in limits.items() if t < ACCEPT_NOTHING]
+        never = [name for name, t in limits.items() if t >= ACCEPT_NOTHING]
+        if raised:
+            lines.append(f"{CASE_NAMES.get(case, case)}, own higher threshold: {', '.join(raised)}")
+        if never:
+            lines.append(
+                f"{CASE_NAMES.get(case, case)}, never accepted, always reviewed: {', '.join(never)}"
+            )
+    if not lines:
+        return ""
+    return (
+        "\nclasses whose own calibration products cannot support the target at the common "
+        "threshold: " + "; ".join(lines)
+    )
+
+
 def _accept_nothing_hint(result: TrainResult) -> str:
-    """Why nothing is accepted, when the validation part is too small to show the target."""
+    """Why nothing is accepted, when the calibration products are too few to show the target."""
     from prodcat.gate.calibration import min_accepted
 
     target = float(result.model.options.get("target_accuracy") or DEFAULT_TARGET_ACCURACY)
-    n_validation = int(result.validation.get("n_in_class") or 0)
-    if result.test.get("coverage") or n_validation >= min_accepted(target):
+    gate = result.model.gate
+    n = int((gate.guarantee if gate is not None else {}).get("n_calibration") or 0)
+    if result.test.get("coverage") or n >= min_accepted(target):
         return ""
     return (
-        f"\nnothing is accepted: {n_validation:,} validation products cannot show {target:.1%} "
-        f"accuracy (that takes at least {min_accepted(target):,}), so every product goes to "
-        "review; train on more products or lower --target-accuracy"
+        f"\nnothing is accepted: {n:,} calibration products cannot certify {target:.1%} "
+        f"accuracy (that takes at least {min_accepted(target):,}, every one right), so every "
+        "product goes to review; train on more products or lower --target-accuracy"
     )
 
 
@@ -340,6 +397,9 @@ GATE_KEYS = (
     "ece",
     "ood_auroc",
     "ood_flagged_at_95",
+    "guaranteed_accuracy",
+    "n_calibration",
+    "delta",
 )
 
 
@@ -401,6 +461,9 @@ def evaluate_cmd(
         table.add_row(key, fmt(value, ".4f" if isinstance(value, float) else ","))
     table.add_row("level_accuracy", " / ".join(f"{a:.4f}" for a in metrics["level_accuracy"]))
     out.print(table)
+    for case, blocked in (metrics.get("blocked_classes") or {}).items():
+        if blocked:
+            out.print(f"never accepted ({CASE_NAMES.get(case, case)}): {', '.join(blocked)}")
     if json_out is not None:
         json_out.write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
     if report is not None:

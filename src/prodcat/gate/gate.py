@@ -1,14 +1,21 @@
 """The gate: calibrated confidence, then accept / review / unknown for every prediction.
 
-Fitted on the validation part after the head (never on the test part):
+Fitted after the head, never on the test part. The *calibration products* are the validation
+part scored by the shipped head, or (what `train` passes by default) the training and validation
+parts scored out of fold by heads cross-fitted on the other folds (`prodcat.training.crossfit`).
 
 1. Temperature scaling, one temperature per *modality case* (photo + title, photo only, title
    only): the same network is over-confident by different amounts depending on what it sees, so
-   each case is calibrated on the validation products shown only that modality.
-2. The accept threshold per case: the lowest calibrated confidence whose accepted validation
-   products stay at the target accuracy (`prodcat.gate.calibration.choose_threshold` says how it
-   stays robust on a small validation part).
-3. The out-of-distribution scorer (`prodcat.gate.ood`) and, per case, the `unknown` threshold: the
+   each case is calibrated on the calibration products shown only that modality.
+2. The accept threshold per case, with a finite-sample guarantee: the accepted error rate is at
+   most 1 - target with probability >= 1 - delta (`prodcat.gate.calibration.certify_threshold`:
+   Learn-then-Test with exact binomial bounds). The evidence (products, errors, the guaranteed
+   accuracy) is kept in `Gate.guarantee`.
+3. Per class: a class whose own accepted calibration products contradict the target
+   (`prodcat.gate.calibration.unsupported_classes`) gets its own certified threshold, above the
+   case's, from its products alone; when none can be certified it is never accepted
+   (`Gate.class_thresholds`, `Gate.blocked_classes`).
+4. The out-of-distribution scorer (`prodcat.gate.ood`) and, per case, the `unknown` threshold: the
    99th percentile of the validation *in-class* scores. It is chosen without any out-of-class
    product (we never know in advance what new kinds of product will arrive); 99% rather than 95%
    because every in-class product flagged is one a person must label, and the accept target
@@ -16,7 +23,8 @@ Fitted on the validation part after the head (never on the test part):
 
 Decision, per product: ``unknown`` if its OOD score is above its case's unknown threshold,
 else ``accept`` if its calibrated top probability reaches the case's accept threshold (or the
-threshold given at predict time), else ``review``. A product with neither modality is reviewed.
+threshold given at predict time) and its predicted class's own threshold, else ``review``. A
+product with neither modality is reviewed.
 Saved as ``gate/gate.json`` + ``gate/ood.safetensors`` in the model directory (no pickle).
 """
 
@@ -32,13 +40,17 @@ import numpy as np
 import safetensors.numpy
 
 from prodcat.gate.calibration import (
+    ACCEPT_NOTHING,
+    DEFAULT_DELTA,
+    ThresholdChoice,
     calibration_summary,
-    choose_threshold,
+    certify_threshold,
     coverage_curve,
     expected_calibration_error,
     fit_temperature,
     softmax,
 )
+from prodcat.gate.certificate import CaseData, class_thresholds, guarantee_record
 from prodcat.gate.ood import OodScorer, auroc, flagged_at, prototype_rule
 from prodcat.heads import Head, Inputs
 from prodcat.heads.inputs import restrict
@@ -66,17 +78,25 @@ class Gate:
     ood: OodScorer | None
     validation: dict[str, Any] = field(default_factory=dict)
     threshold_source: dict[str, Any] = field(default_factory=lambda: dict(TRAINED_THRESHOLDS))
+    # The thresholds' evidence: delta, calibration products, accepted, errors, the guaranteed
+    # (lower-bound) accepted accuracy, overall and per case (`fit_gate`).
+    guarantee: dict[str, Any] = field(default_factory=dict)
+    # Per case, class index -> its own accept threshold, for the classes whose calibration evidence
+    # at the case's threshold cannot support the target; ACCEPT_NOTHING: never accepted.
+    class_thresholds: dict[str, dict[int, float]] = field(default_factory=dict)
+
+    @property
+    def blocked_classes(self) -> dict[str, list[int]]:
+        """Per case, the classes never accepted automatically (no threshold could be certified)."""
+        return {
+            case: sorted(c for c, t in limits.items() if t >= ACCEPT_NOTHING)
+            for case, limits in self.class_thresholds.items()
+        }
 
     # -- applying -------------------------------------------------------------------------
     def cases(self, inputs: Inputs) -> np.ndarray:
         """Per product: 'image+text', 'image', 'text' or 'none' (of the modalities used)."""
-        image = inputs.has_image & self.uses_image
-        text = inputs.has_text & self.uses_text
-        out = np.full(len(inputs), NONE, dtype=object)
-        out[image & text] = "image+text"
-        out[image & ~text] = "image"
-        out[~image & text] = "text"
-        return out
+        return modality_cases(inputs, self.uses_image, self.uses_text)
 
     def calibrate(self, logits: np.ndarray, inputs: Inputs) -> np.ndarray:
         """Probabilities from logits, each product divided by its case's temperature."""
@@ -110,18 +130,25 @@ class Gate:
         *,
         threshold: float | None = None,
     ) -> list[str]:
-        """accept / review / unknown per product; `threshold` overrides every case's."""
+        """accept / review / unknown per product; `threshold` overrides every case's threshold
+        and the classes' own (a threshold someone chose carries no certificate)."""
         confidence = np.asarray(proba).max(axis=1)
+        predicted = np.asarray(proba).argmax(axis=1)
         out = []
-        for conf, score, case in zip(confidence, ood_scores, cases, strict=True):
+        for conf, score, case, k in zip(confidence, ood_scores, cases, predicted, strict=True):
             if case == NONE:
                 out.append("review")
             elif np.isfinite(score) and score > self.unknown_thresholds.get(case, np.inf):
                 out.append("unknown")
             else:
-                limit = self.accept_thresholds[case] if threshold is None else threshold
+                limit = self.accept_limit(case, int(k)) if threshold is None else threshold
                 out.append("accept" if conf >= limit else "review")
         return out
+
+    def accept_limit(self, case: str, predicted: int) -> float:
+        """The confidence a product of `case` predicted as class `predicted` must reach."""
+        own = self.class_thresholds.get(case, {}).get(predicted, 0.0)
+        return max(self.accept_thresholds[case], own)
 
     @property
     def main_case(self) -> str:
@@ -144,6 +171,11 @@ class Gate:
             "unknown_quantile": UNKNOWN_QUANTILE,
             "validation": self.validation,
             "threshold_source": self.threshold_source,
+            "guarantee": self.guarantee,
+            "class_thresholds": {
+                case: {str(c): t for c, t in limits.items()}
+                for case, limits in self.class_thresholds.items()
+            },
             "ood": None if self.ood is None else self.ood.config(),
         }
         (path / "gate.json").write_text(json.dumps(config, indent=1, ensure_ascii=False))
@@ -176,6 +208,12 @@ class Gate:
             ood=ood,
             validation=config.get("validation", {}),
             threshold_source=config.get("threshold_source", dict(TRAINED_THRESHOLDS)),
+            # Models saved before the guarantee have none (and block no class).
+            guarantee=config.get("guarantee", {}),
+            class_thresholds={
+                case: {int(c): float(t) for c, t in limits.items()}
+                for case, limits in config.get("class_thresholds", {}).items()
+            },
         )
 
 
@@ -190,33 +228,48 @@ def fit_gate(
     uses_text: bool,
     target_accuracy: float = DEFAULT_TARGET_ACCURACY,
     seed: int = 0,
+    calibration: CaseData | None = None,
+    delta: float = DEFAULT_DELTA,
+    folds: int = 0,
 ) -> Gate:
-    """Fit the gate after the head: `*_y` are class indices, -1 for an out-of-class product."""
+    """Fit the gate after the head: `*_y` are class indices, -1 for an out-of-class product.
+
+    `calibration`: per case, (logits, class indices) of the products to calibrate on (cross-fitted
+    out of fold, `folds` of them); None: the validation part scored by `head`. The OOD reference
+    and the validation figures always come from the validation part scored by `head`.
+    """
     if not 0.0 < target_accuracy <= 1.0:
         raise ValueError(f"--target-accuracy {target_accuracy}; expected a number in (0, 1]")
     train_y, validation_y = np.asarray(train_y), np.asarray(validation_y)
     ood = _fit_ood(train_inputs, train_y, uses_image, uses_text, seed)
     gate = Gate(uses_image, uses_text, target_accuracy, {}, {}, {}, ood)
-    per_case: dict[str, tuple[Inputs, np.ndarray]] = {}
-    for case in _model_cases(uses_image, uses_text):
-        shown = restrict(validation_inputs, case.split("+"))
-        rows = (gate.cases(shown) == case) & (validation_y >= 0)
-        if not rows.any():
+    validation = _validation_cases(gate, head, validation_inputs, validation_y)
+    if calibration is None:
+        calibration = {case: (logits, y) for case, (_, logits, y) in validation.items()}
+    choices: dict[str, ThresholdChoice] = {}
+    for case, (logits, y) in calibration.items():
+        if len(y) == 0:
             continue
-        subset = shown.subset(rows)
-        logits = head.decision_logits(subset)
-        y = validation_y[rows]
         gate.temperatures[case] = fit_temperature(logits, y)
         proba = softmax(logits, gate.temperatures[case])
         correct = proba.argmax(axis=1) == y
-        gate.accept_thresholds[case] = choose_threshold(proba.max(axis=1), correct, target_accuracy)
-        per_case[case] = (subset, logits)
-        gate.validation[case] = _case_figures(gate, case, logits, proba, y)
-    for case in _model_cases(uses_image, uses_text):  # cases without validation products
+        choices[case] = certify_threshold(proba.max(axis=1), correct, target_accuracy, delta)
+        gate.accept_thresholds[case] = choices[case].threshold
+    for case in model_cases(uses_image, uses_text):  # cases without calibration products
         gate.temperatures.setdefault(case, 1.0)
-        gate.accept_thresholds.setdefault(case, choose_threshold(np.zeros(0), np.zeros(0), 0.5))
-    if ood is not None and per_case:
-        signals = {c: gate.ood_signals(inputs, logits) for c, (inputs, logits) in per_case.items()}
+        gate.accept_thresholds.setdefault(case, ACCEPT_NOTHING)
+    # A case that accepts nothing holds back every class already: nothing to add.
+    gate.class_thresholds = {
+        case: class_thresholds(gate, case, *calibration[case], len(head.classes_), delta)
+        for case, choice in choices.items()
+        if choice.n_accepted
+    }
+    gate.guarantee = guarantee_record(gate, calibration, choices, delta, folds)
+    for case, (_, logits, y) in validation.items():
+        proba = softmax(logits, gate.temperatures[case])
+        gate.validation[case] = _case_figures(gate, case, logits, proba, y)
+    if ood is not None and validation:
+        signals = {c: gate.ood_signals(inputs, lg) for c, (inputs, lg, _) in validation.items()}
         every = list(signals.values())
         ood.set_scales({k: np.concatenate([s[k] for s in every]) for k in every[0]})
         for case, case_signals in signals.items():
@@ -227,7 +280,33 @@ def fit_gate(
     return gate
 
 
-def _model_cases(uses_image: bool, uses_text: bool) -> list[str]:
+def _validation_cases(
+    gate: Gate, head: Head, inputs: Inputs, y: np.ndarray
+) -> dict[str, tuple[Inputs, np.ndarray, np.ndarray]]:
+    """Per case: the in-class validation products shown only that case, their logits, classes."""
+    out = {}
+    for case in model_cases(gate.uses_image, gate.uses_text):
+        shown = restrict(inputs, case.split("+"))
+        rows = (gate.cases(shown) == case) & (y >= 0)
+        if rows.any():
+            subset = shown.subset(rows)
+            out[case] = (subset, head.decision_logits(subset), y[rows])
+    return out
+
+
+def modality_cases(inputs: Inputs, uses_image: bool, uses_text: bool) -> np.ndarray:
+    """Per product: 'image+text', 'image', 'text' or 'none' (of the modalities a model uses)."""
+    image = inputs.has_image & uses_image
+    text = inputs.has_text & uses_text
+    out = np.full(len(inputs), NONE, dtype=object)
+    out[image & text] = "image+text"
+    out[image & ~text] = "image"
+    out[~image & text] = "text"
+    return out
+
+
+def model_cases(uses_image: bool, uses_text: bool) -> list[str]:
+    """The modality cases a model that uses these modalities is calibrated for."""
     if uses_image and uses_text:
         return list(CASES)
     return ["image"] if uses_image else ["text"]
@@ -314,6 +393,13 @@ def gate_metrics(
         "coverage_curve": coverage_curve(conf[inside], correct[inside]),
         "accept_thresholds": gate.accept_thresholds if threshold is None else threshold,
         "target_accuracy": gate.target_accuracy,
+        # What the thresholds were certified on (the same for every catalogue measured).
+        "guaranteed_accuracy": gate.guarantee.get("guaranteed_accuracy"),
+        "n_calibration": gate.guarantee.get("n_calibration"),
+        "delta": gate.guarantee.get("delta"),
+        "guarantee": gate.guarantee,
+        "blocked_classes": gate.blocked_classes,  # indices; evaluate names them
+        "class_thresholds": gate.class_thresholds,
         "cases": {c: int(np.sum(inside & (cases == c))) for c in (*CASES, NONE)},
     }
     if outside.any() and inside.any():

@@ -41,7 +41,8 @@ def _decisions_section(metrics: dict[str, Any]) -> str | None:
     rows = [
         ["coverage (share of in-class products accepted)", percent(metrics["coverage"], 2)],
         ["accuracy of accepted products", percent(metrics.get("accepted_accuracy"), 2)],
-        ["target accuracy (validation)", percent(metrics.get("target_accuracy"), 2)],
+        ["target accuracy", percent(metrics.get("target_accuracy"), 2)],
+        *_guarantee_rows(metrics),
         ["true class in the top 3 of products sent to review", percent(metrics["review_top3"])],
         ["in-class products flagged unknown", percent(metrics.get("unknown_share"), 2)],
         *[[f"decision {d}", f"{n:,}"] for d, n in counts.items()],
@@ -53,9 +54,60 @@ def _decisions_section(metrics: dict[str, Any]) -> str | None:
         rows.append(["accept threshold (given)", f"{float(thresholds):.4f}"])
     text = (
         "accept: labelled automatically; review: a person checks it with the top-5 suggestions; "
-        "unknown: it looks like no class the model knows. Thresholds were chosen on validation."
+        "unknown: it looks like no class the model knows. Each threshold is certified on the "
+        "calibration products: the accepted accuracy is at least the target with 95% confidence "
+        "(Learn-then-Test with exact binomial bounds, docs/gate.md)."
     )
-    return note(text) + table(None, rows, {1})
+    return note(text) + table(None, rows, {1}) + _blocked_html(metrics)
+
+
+def _guarantee_rows(metrics: dict[str, Any]) -> list[list[str]]:
+    """The certificate beside the point estimate: guaranteed accuracy, products, delta."""
+    guarantee = metrics.get("guarantee") or {}
+    if not guarantee:
+        return [["guaranteed accuracy", "- (a model trained before certified thresholds)"]]
+    confidence = 1 - float(guarantee.get("delta", 0.05))
+    return [
+        [
+            f"guaranteed accepted accuracy ({confidence:.0%} lower bound)",
+            percent(guarantee.get("guaranteed_accuracy"), 2),
+        ],
+        [
+            "calibration products it rests on",
+            f"{guarantee.get('n_calibration', 0):,} ({escape(str(guarantee.get('calibration')))})",
+        ],
+        [
+            "accuracy of accepted calibration products",
+            percent(guarantee.get("accepted_accuracy"), 2),
+        ],
+        ["delta (chance the promise fails)", f"{guarantee.get('delta')}"],
+    ]
+
+
+CASE_NAMES = {"image+text": "photo + title", "image": "photo only", "text": "title only"}
+
+
+def _blocked_html(metrics: dict[str, Any]) -> str:
+    """The classes with their own (higher) threshold or never accepted, per modality case."""
+    rows = [
+        [
+            escape(CASE_NAMES.get(case, case)),
+            escape(name),
+            "never accepted" if t > 1.0 else f"{t:.4f}",
+        ]
+        for case, limits in (metrics.get("class_thresholds") or {}).items()
+        for name, t in limits.items()
+    ]
+    if not rows:
+        return note(
+            "Every class is accepted at its case's threshold: none has evidence against it."
+        )
+    text = (
+        "Classes whose own accepted calibration products cannot support the target at the common "
+        "threshold (none accepted, or more errors than the target allows): each has its own "
+        "threshold, certified on its products alone, or is never accepted (always reviewed)."
+    )
+    return note(text) + table(["case", "class", "own threshold"], rows, {2})
 
 
 def _calibration_section(metrics: dict[str, Any]) -> str | None:

@@ -264,4 +264,13 @@ def evaluate_products(
         y = class_indices(labels, model.classes)
         logits = model.head.decision_logits(inputs)
         metrics.update(gate_metrics(model.gate, inputs, logits, proba, y, threshold=threshold))
+        # Class names rather than column indices for the classes never accepted.
+        metrics["blocked_classes"] = {
+            case: [model.classes[i] for i in blocked]
+            for case, blocked in metrics["blocked_classes"].items()
+        }
+        metrics["class_thresholds"] = {
+            case: {model.classes[i]: t for i, t in limits.items()}
+            for case, limits in metrics["class_thresholds"].items()
+        }
     return metrics

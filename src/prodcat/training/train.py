@@ -21,12 +21,14 @@ from prodcat.catalogue.split import split_catalogue
 from prodcat.encoders.image import check_size
 from prodcat.encoders.registry import encoder_name, fits_words, parse_encoder_name, split_encoders
 from prodcat.features.cache import FeatureCache
+from prodcat.gate.certificate import CaseData
 from prodcat.gate.gate import DEFAULT_TARGET_ACCURACY, class_indices, fit_gate
 from prodcat.heads import HEAD_NAMES, Head, Inputs, head_class
 from prodcat.model.bundle import Model, training_fingerprint
 from prodcat.monitor.reference import Reference
 from prodcat.progress import training_progress
 from prodcat.taxonomy.tree import format_path
+from prodcat.training.crossfit import DEFAULT_FOLDS, cross_fitted_logits, join_inputs
 from prodcat.training.metrics import evaluate_products
 from prodcat.training.whole_network import TunedPhotoNetwork
 
@@ -52,8 +54,13 @@ class TrainOptions:
     fine_tune_epochs: int = 4
     # Model families the text-linear head searches (the prototype compared L2, L1, forests).
     text_families: tuple[str, ...] = ("l2", "l1", "rf")
-    # Accuracy the accepted products must reach on validation (the gate's accept threshold).
+    # Accuracy the accepted products must reach, certified with 95% confidence (the gate's
+    # accept thresholds; `prodcat.gate.calibration.certify_threshold`).
     target_accuracy: float = DEFAULT_TARGET_ACCURACY
+    # Calibrate the gate on out-of-fold logits of the training + validation parts from heads
+    # cross-fitted on this many folds (`prodcat.training.crossfit`); 0: on the validation part.
+    # Ignored with --fine-tune / --fine-tune-whole (see `calibration_folds_used`).
+    calibration_folds: int = DEFAULT_FOLDS
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target_accuracy <= 1.0:
@@ -83,6 +90,11 @@ class TrainOptions:
                 )
         if self.fine_tune and self.fine_tune_whole:
             raise ValueError("pass --fine-tune (the last blocks) or --fine-tune-whole, not both")
+        if self.calibration_folds == 1 or self.calibration_folds < 0:
+            raise ValueError(
+                f"calibration_folds={self.calibration_folds}; expected 0 (validation part only) "
+                "or 2 or more"
+            )
         if self.fine_tune_epochs < 1:
             raise ValueError(f"fine_tune_epochs={self.fine_tune_epochs}; expected 1 or more")
         named_size = parse_encoder_name(self.image_encoder)[1]
@@ -117,6 +129,17 @@ class TrainOptions:
     @property
     def head_class(self) -> type[Head]:
         return head_class("fine-tune" if self.fine_tune else self.model)
+
+    @property
+    def calibration_folds_used(self) -> int:
+        """The folds the gate is cross-fitted on: none when the photo network is tuned.
+
+        --fine-tune-whole tunes the photo encoder on the training part, so a training product's
+        features already carry its label and out-of-fold logits would be over-confident; a
+        --fine-tune head costs minutes per fit (k more would multiply training time). Both
+        calibrate on the validation part, as before cross-fitting.
+        """
+        return 0 if self.fine_tune or self.fine_tune_whole else self.calibration_folds
 
     @property
     def uses_image(self) -> bool:
@@ -247,7 +270,7 @@ def train(
     val_inputs = inputs.subset(np.arange(n_train, n_train + n_val))
     test_inputs = inputs.subset(np.arange(n_train + n_val, len(everything)))
     gate_start = time.perf_counter()
-    attach_gate(
+    seconds["cross-fit"] = attach_gate(
         model,
         (train_part, inputs.subset(np.arange(n_train))),
         (parts["validation"], val_inputs),
@@ -329,17 +352,54 @@ def attach_gate(
     train_part: tuple[Sequence[Product], Inputs],
     validation: tuple[Sequence[Product], Inputs],
     options: TrainOptions,
-) -> None:
-    """Fit the gate (calibration, thresholds, OOD reference) of a fitted head on validation."""
+    calibration: CaseData | None = None,
+) -> float:
+    """Fit the gate (calibration, thresholds, OOD reference) of a fitted head: calibrated on
+    cross-fitted logits of both parts (or on validation), OOD reference from validation. Returns
+    the seconds spent cross-fitting (0 without). `calibration`: cross-fitted logits computed
+    before (`cross_fitted_calibration`), to refit a gate without fitting the folds again."""
+    train_y = class_indices([_label(p) for p in train_part[0]], model.classes)
+    validation_y = class_indices([_label(p) for p in validation[0]], model.classes)
+    uses_image = model.image_encoder is not None
+    uses_text = options.resolved_text_encoder is not None
+    folds = options.calibration_folds_used
+    start = time.perf_counter()
+    if folds and calibration is None:
+        calibration = cross_fitted_calibration(model, train_part, validation, options)
+    cross_fit_seconds = time.perf_counter() - start
     model.gate = fit_gate(
         model.head,
         train_inputs=train_part[1],
-        train_y=class_indices([_label(p) for p in train_part[0]], model.classes),
+        train_y=train_y,
         validation_inputs=validation[1],
-        validation_y=class_indices([_label(p) for p in validation[0]], model.classes),
+        validation_y=validation_y,
+        uses_image=uses_image,
+        uses_text=uses_text,
+        target_accuracy=options.target_accuracy,
+        seed=options.seed,
+        calibration=calibration,
+        folds=folds,
+    )
+    return cross_fit_seconds
+
+
+def cross_fitted_calibration(
+    model: Model,
+    train_part: tuple[Sequence[Product], Inputs],
+    validation: tuple[Sequence[Product], Inputs],
+    options: TrainOptions,
+) -> CaseData:
+    """Out-of-fold logits of the training + validation parts, per modality case."""
+    labels = [_label(p) for p in [*train_part[0], *validation[0]]]
+    return cross_fitted_logits(
+        lambda: make_head(options),
+        [*train_part[0], *validation[0]],
+        join_inputs([train_part[1], validation[1]]),
+        class_indices(labels, model.classes),
+        model.classes,
         uses_image=model.image_encoder is not None,
         uses_text=options.resolved_text_encoder is not None,
-        target_accuracy=options.target_accuracy,
+        folds=options.calibration_folds_used,
         seed=options.seed,
     )
 
@@ -359,6 +419,10 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
         "ece_uncalibrated",
         "ood_auroc",
         "ood_flagged_at_95",
+        "guaranteed_accuracy",
+        "n_calibration",
+        "delta",
+        "blocked_classes",
     )
     return {k: metrics[k] for k in keys if k in metrics}
 
@@ -378,6 +442,7 @@ __all__ = [
     "TrainOptions",
     "TrainResult",
     "attach_gate",
+    "cross_fitted_calibration",
     "train",
     "tune_photo_encoder",
 ]
