@@ -131,6 +131,7 @@ def lenient_copy(model_dir: Path, out: Path, threshold: float) -> Path:
     shutil.copytree(model_dir, out)
     gate = Gate.load(out / "gate")
     gate.accept_thresholds = {case: threshold for case in gate.accept_thresholds}
+    gate.class_thresholds = {}  # no class kept to a threshold of its own either
     gate.save(out / "gate")
     return out
 
