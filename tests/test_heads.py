@@ -562,3 +562,23 @@ def test_finetune_onnx_export_matches_torch(data: Data, fitted: dict, tmp_path: 
     )
     assert logits.shape == (len(X), len(head.classes_))
     np.testing.assert_allclose(logits, head.decision_logits(X), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_a_refit_copy_keeps_what_the_head_chose(name: str, data: Data, fitted: dict) -> None:
+    """Cross-fitting calibrates a head on copies fitted on other folds: they must make its
+    choices (C, model family), not search again, or their confidence scale differs."""
+    head = fitted[name]
+    copy = head.refit_copy()
+    assert type(copy) is type(head) and not hasattr(copy, "classes_")  # new and unfitted
+    params = copy.get_params()
+    if name == "image":
+        assert params["Cs"] == (head.C_,)
+    elif name == "text-linear":
+        assert params["families"] == (head.family_,)
+        if "C" in head.best_params_:
+            assert params["Cs"] == (head.best_params_["C"],)
+    else:
+        assert params == head.get_params()
+    with pytest.raises(NotFittedError, match="refit_copy"):
+        HEADS[name](**FAST_PARAMS[name]).refit_copy()  # a head that chose nothing yet

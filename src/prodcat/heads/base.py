@@ -174,6 +174,14 @@ class Head(ABC):
             return cls(random_state=seed)  # type: ignore[call-arg]
         return cls()
 
+    def refit_copy(self) -> Self:
+        """A new, unfitted head that keeps the choices this fitted one made on validation (its
+        regularisation, its model family), so that heads fitted again on other folds, whose logits
+        calibrate this one (`prodcat.training.crossfit`), share its confidence scale. By default
+        the same parameters; heads that choose something in `fit` override this."""
+        self._check_fitted("refit_copy")
+        return type(self)(**self.get_params())
+
     def get_params(self) -> dict[str, Any]:
         """The keyword arguments given to `__init__` (scikit-learn's contract)."""
         return {name: getattr(self, name) for name in self._param_names()}

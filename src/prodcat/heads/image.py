@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -81,6 +81,11 @@ class ImageHead(Head):
         if not isinstance(self.max_iter, int) or self.max_iter < 1:
             raise ValueError(f"max_iter={self.max_iter!r}; expected a positive int")
         return sorted(float(c) for c in Cs)
+
+    def refit_copy(self) -> Self:
+        """The same head with the C it chose on validation, not a new search."""
+        self._check_fitted("refit_copy")
+        return type(self)(**{**self.get_params(), "Cs": (self.C_,)})
 
     def _fit(
         self,

@@ -86,6 +86,15 @@ class TextLinearHead(Head):
     modalities: ClassVar[tuple[str, ...]] = ()
     default_text_encoder: ClassVar[str | None] = "tfidf"
 
+    def refit_copy(self) -> Self:
+        """The same head with the model family (and C, for a linear one) it chose on
+        validation, not a new search."""
+        self._check_fitted("refit_copy")
+        params: dict[str, Any] = {**self.get_params(), "families": (self.family_,)}
+        if "C" in self.best_params_:
+            params["Cs"] = (float(self.best_params_["C"]),)
+        return type(self)(**params)
+
     @classmethod
     def for_training(
         cls,

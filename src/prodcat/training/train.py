@@ -392,7 +392,9 @@ def cross_fitted_calibration(
     """Out-of-fold logits of the training + validation parts, per modality case."""
     labels = [_label(p) for p in [*train_part[0], *validation[0]]]
     return cross_fitted_logits(
-        lambda: make_head(options),
+        # Fold heads keep the shipped head's choices (its C, say): their logits must share its
+        # confidence scale to calibrate it.
+        model.head.refit_copy,
         [*train_part[0], *validation[0]],
         join_inputs([train_part[1], validation[1]]),
         class_indices(labels, model.classes),
