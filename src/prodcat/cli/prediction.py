@@ -54,6 +54,7 @@ def predict_cmd(
     error column. When the file has labels, the predictions file adds the true category and
     whether the answer is correct. Photos and titles are encoded in memory on ONNX Runtime (no
     feature cache, no torch), the path the REST API takes."""
+    from prodcat.gate.gate import DECISIONS
     from prodcat.model.prediction import Prediction
     from prodcat.model.predictions_file import write_predictions
     from prodcat.model.predictor import Predictor
@@ -84,7 +85,7 @@ def predict_cmd(
     ]
     write_predictions(out_file, answers + rejected, cat.products)
     without_photo = sum(bool(a.error) for a in answers)
-    counts = {d: sum(a.decision == d for a in answers) for d in ("accept", "review", "unknown")}
+    counts = {d: sum(a.decision == d for a in answers) for d in DECISIONS}
     line = ", ".join(f"{d} {n:,}" for d, n in counts.items())
     if cat.labelled:
         pairs = zip(answers, cat.products, strict=True)

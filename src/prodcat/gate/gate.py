@@ -55,6 +55,9 @@ from prodcat.gate.ood import OodScorer, auroc, flagged_at, prototype_rule
 from prodcat.heads import Head, Inputs
 from prodcat.heads.inputs import restrict
 
+# What the gate decides for a product: labelled automatically, sent to a person with suggestions,
+# or flagged as a kind of product the model does not know (also sent to a person).
+DECISIONS = ("accept", "review", "unknown")
 CASES = ("image+text", "image", "text")
 NONE = "none"
 DEFAULT_TARGET_ACCURACY = 0.995
@@ -386,9 +389,7 @@ def gate_metrics(
         "ece": calibration["calibrated"]["ece"],
         "ece_uncalibrated": calibration["uncalibrated"]["ece"],
         "reliability": calibration,
-        "decisions": {
-            d: int(np.sum(inside & (decisions == d))) for d in ("accept", "review", "unknown")
-        },
+        "decisions": {d: int(np.sum(inside & (decisions == d))) for d in DECISIONS},
         "unknown_share": _share(inside & (decisions == "unknown"), inside),
         "coverage_curve": coverage_curve(conf[inside], correct[inside]),
         "accept_thresholds": gate.accept_thresholds if threshold is None else threshold,

@@ -6,9 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TOP_K = 5
-# What happens to a prediction: labelled automatically, sent to a person with suggestions, or
-# flagged as a kind of product the model does not know (also sent to a person).
-DECISIONS = ("accept", "review", "unknown")
 
 
 @dataclass

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from prodcat.monitor.observations import Observations
+from prodcat.monitor.observations import DECISIONS, Observations
 from prodcat.monitor.reference import Reference
 
 DEFAULT_ALPHA = 0.01  # the family-wise false-alarm rate per batch
@@ -144,7 +144,7 @@ def holm(p_values: Sequence[float]) -> list[float]:
 def _share_signals(reference: Reference, batch: Observations) -> list[Signal]:
     counts = {
         **{f"{d}_share": (reference.decisions[d], int(np.sum(batch.decisions == d))) for d in
-           ("accept", "review", "unknown") if d in reference.decisions},
+           DECISIONS if d in reference.decisions},
         "photo_share": (reference.has_photo, int(batch.has_photo.sum())),
         "title_share": (reference.has_title, int(batch.has_title.sum())),
     }  # fmt: skip

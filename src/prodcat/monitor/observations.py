@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-DECISIONS = ("accept", "review", "unknown")
+from prodcat.gate.gate import DECISIONS
 
 
 @dataclass(frozen=True)
