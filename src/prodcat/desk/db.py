@@ -121,6 +121,37 @@ class Setting(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+class LabelStudioTask(Base):
+    """A product written out as a Label Studio task: what was sent (`fingerprint`), so a second
+    export adds only new products; `task_id` once Label Studio's id is known (sync or import)."""
+
+    __tablename__ = "labelstudio_tasks"
+
+    product_id: Mapped[str] = mapped_column(ForeignKey("items.product_id"), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    exported_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    task_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    project: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class LabelStudioAnnotation(Base):
+    """One Label Studio annotation as last imported, keyed by its id (`key`): a later import
+    compares `updated_at` to replace an edited answer; a skip keeps `skipped` and no answer."""
+
+    __tablename__ = "labelstudio_annotations"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    task_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    product_id: Mapped[str] = mapped_column(ForeignKey("items.product_id"), index=True)
+    reviewer: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    skipped: Mapped[bool] = mapped_column(Boolean, default=False)
+    lead_time_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    answer_id: Mapped[int | None] = mapped_column(
+        ForeignKey("answers.id", ondelete="SET NULL"), nullable=True
+    )
+
+
 Index("ix_items_queue_order", QueueItem.queued, QueueItem.priority, QueueItem.product_id)
 
 
