@@ -159,57 +159,6 @@ def export_cmd(
     common.out.print(f"{n:,} answers: {out_file}")
 
 
-@review_app.command("export-labelstudio", short_help="Export the queue as Label Studio tasks.")
-def export_labelstudio_cmd(
-    out_file: Annotated[
-        Path, typer.Option("--out", metavar="JSON", help="Label Studio tasks JSON to write.")
-    ],
-    image_url: Annotated[
-        str,
-        typer.Option(metavar="URL", help="Image URL per task; {id} is the product id."),
-    ] = "/image/{id}",
-    config: Annotated[
-        Path | None,
-        typer.Option(metavar="XML", help="Also write the labelling interface XML here."),
-    ] = None,
-    db: DbUrl = DEFAULT_DB,
-) -> None:
-    """Export the queue as Label Studio tasks, the model's answer as a prediction."""
-    from prodcat.desk.exchange import labelstudio_config, labelstudio_tasks
-    from prodcat.desk.queue import taxonomy
-
-    database = _db(db)
-    tasks = labelstudio_tasks(database, image_url)
-    out_file.write_text(json.dumps(tasks, indent=1, ensure_ascii=False), encoding="utf-8")
-    common.out.print(f"{len(tasks):,} tasks: {out_file}")
-    if config is not None:
-        config.write_text(labelstudio_config(taxonomy(database)), encoding="utf-8")
-        common.out.print(f"labelling interface: {config}")
-
-
-@review_app.command("import-labelstudio", short_help="Import Label Studio annotations as answers.")
-def import_labelstudio_cmd(
-    export: Annotated[
-        Path,
-        typer.Argument(metavar="EXPORT", help="Label Studio JSON export (with annotations)."),
-    ],
-    db: DbUrl = DEFAULT_DB,
-) -> None:
-    """Import Label Studio annotations as answers (reviewer 'labelstudio:<annotator>')."""
-    from prodcat.desk.exchange import import_labelstudio
-
-    try:
-        result = import_labelstudio(_db(db), export)
-    except ValueError as exc:
-        common.fail(str(exc))
-    common.out.print(
-        f"{result.added:,} answers imported, {result.already:,} already there, "
-        f"{len(result.problems):,} left out"
-    )
-    for line in result.problems[:20]:
-        common.warn(line)
-
-
 @review_app.command("stats", short_help="Progress, agreement and the blind audits' figures.")
 def stats_cmd(
     db: DbUrl = DEFAULT_DB,

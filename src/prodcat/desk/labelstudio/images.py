@@ -112,13 +112,13 @@ def storage_folders(photo_dirs: list[str], root: Path) -> list[str]:
 def data_url(path: Path, max_side: int = DEFAULT_MAX_SIDE) -> tuple[str, str | None]:
     """The photo as a JPEG data URL, shrunk to at most `max_side` pixels; ('', why) when it
     cannot be read."""
-    from PIL import Image, UnidentifiedImageError
+    from prodcat.catalogue.images import ImageError, load_image
 
-    try:
-        with Image.open(path) as image:
-            image.thumbnail((max_side, max_side))
-            buffer = io.BytesIO()
-            image.convert("RGB").save(buffer, format="JPEG", quality=85)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    try:  # the catalogue's safe decoder: upright, RGB, bombs refused
+        image = load_image(path, draft_size=max_side)
+        image.thumbnail((max_side, max_side))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=85)
+    except (OSError, ImageError) as exc:
         return "", f"its photo {path} cannot be read ({exc}): the task shows the title only"
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"), None
