@@ -57,8 +57,9 @@ def test_queue_review_commands(tmp_path: Path, sample_model_dir: Path, sample_cs
 
     tasks, config = tmp_path / "tasks.json", tmp_path / "interface.xml"
     out = invoke(
-        "review", "export-labelstudio", "--out", str(tasks), "--config", str(config), "--db", url
-    )
+        "review", "export-labelstudio", "--out", str(tasks), "--config", str(config), "--db", url,
+        "--interface", "choices", "--preselect", "--image-url", "/image/{id}",
+    )  # fmt: skip
     exported = json.loads(tasks.read_text())
     assert f"{len(exported):,} tasks" in out and "<Choices" in config.read_text()
     version = exported[0]["predictions"][0]["model_version"]

@@ -19,8 +19,9 @@ from prodcat.desk import review, stats
 from prodcat.desk.app import create_app
 from prodcat.desk.auth import AuthError, add_user, authenticate
 from prodcat.desk.db import Database, Lease, QueueItem, ReviewAnswer
-from prodcat.desk.exchange import (
-    export_labels,
+from prodcat.desk.exchange import export_labels
+from prodcat.desk.labelstudio import (
+    Images,
     import_labelstudio,
     labelstudio_config,
     labelstudio_tasks,
@@ -206,7 +207,9 @@ def test_extra_labels_report_bad_rows_and_unknown_ids(tmp_path: Path, sample_cat
 def test_label_studio_round_trip(
     db: Database, tmp_path: Path, desk_predictions, sample_catalogue: Catalogue
 ) -> None:
-    tasks = labelstudio_tasks(db)
+    # the flat interface with the prediction pre-selected; more in tests/test_labelstudio*.py
+    as_desk = Images("url", template="/image/{id}")
+    tasks = labelstudio_tasks(db, as_desk, kind="choices", preselect=True).tasks
     with db.session() as s:
         n_queued = len(list(s.scalars(select(QueueItem).where(QueueItem.queued))))
     assert len(tasks) == n_queued
@@ -214,7 +217,7 @@ def test_label_studio_round_trip(
     assert first["predictions"][0]["model_version"] == "sample@v1"
     assert 0 < first["predictions"][0]["score"] < 1
     assert first["data"]["image"] == f"/image/{first['data']['product_id']}"
-    assert '<Choices name="category" toName="image"' in labelstudio_config(taxonomy(db))
+    assert '<Choices name="category" toName="image"' in labelstudio_config(taxonomy(db), "choices")
 
     # what Label Studio exports after two annotators worked: the tasks plus annotations
     exported = []
@@ -249,7 +252,7 @@ def test_label_studio_round_trip(
     record_predictions(other, sample_catalogue.products, preds, "sample@v1")
     result = import_labelstudio(other, path)
     assert (result.added, result.already) == (4, 0)
-    assert result.problems == ["task 5: data.product_id is missing"]
+    assert result.problems == ["record 5 of the export: data.product_id is missing"]
     assert import_labelstudio(other, path).already == 4  # idempotent
     out = tmp_path / "labels.csv"
     export_labels(other, out)
