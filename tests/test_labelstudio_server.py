@@ -163,7 +163,12 @@ def test_round_trip_through_label_studio(
     db.dispose()
 
 
-def test_sync_reports_a_wrong_token(server: LabelStudioServer, tmp_path: Path) -> None:
+def test_tokens_personal_and_wrong(server: LabelStudioServer, tmp_path: Path) -> None:
+    """A personal access token (a JWT refresh token) works as well as the legacy one; a wrong
+    token is refused with Label Studio's own answer, no traceback."""
+    legacy = LabelStudio(server.url, server.token)
+    personal = legacy.post("/api/token/", {})["token"]
+    assert server.email in LabelStudio(server.url, personal).users().values()
     url = f"sqlite:///{tmp_path / 'desk.db'}"
     Database(url).dispose()
     result = CliRunner().invoke(
