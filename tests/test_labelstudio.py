@@ -335,6 +335,9 @@ def test_export_command_prints_what_label_studio_needs(db: Database, tmp_path: P
     out, config = tmp_path / "tasks.json", tmp_path / "interface.xml"
     root = Path(str(db.url)).parent  # any folder: photos outside it are inlined, and said so
     args = ["review", "export-labelstudio", "--out", str(out), "--config", str(config)]
+    folder = ["review", "export-labelstudio", "--out", str(tmp_path), "--db", db.url]
+    unwritable = CliRunner().invoke(app, folder)  # a folder: nothing written, nothing recorded
+    assert unwritable.exit_code == 2 and f"cannot write {tmp_path}" in unwritable.output
     result = CliRunner().invoke(app, [*args, "--local-files-root", str(tmp_path), "--db", db.url])
     assert result.exit_code == 0, result.output
     assert f"{N} tasks: " in result.output and "0 open products Label Studio has" in result.output

@@ -109,6 +109,7 @@ def export_cmd(
         INTERFACES,
         labelstudio_config,
         labelstudio_tasks,
+        record_exported,
         write_tasks,
     )
     from prodcat.desk.queue import taxonomy
@@ -118,9 +119,15 @@ def export_cmd(
     images = images_of(image_url, local_files_root, photo_root, max_side)
     database = _db(db)
     export = labelstudio_tasks(
-        database, images, everything=everything, kind=interface, preselect=preselect, record=True
+        database, images, everything=everything, kind=interface, preselect=preselect
     )
-    write_tasks(export.tasks, out_file)
+    try:
+        write_tasks(export.tasks, out_file)
+        if config is not None:
+            config.write_text(labelstudio_config(taxonomy(database), interface), encoding="utf-8")
+    except OSError as exc:
+        common.fail(f"cannot write {exc.filename}: {exc.strerror}")
+    record_exported(database, [t["data"]["product_id"] for t in export.tasks])
     common.out.print(
         f"{len(export.tasks):,} tasks: {out_file}; {export.already:,} open products Label Studio "
         f"has already; {len(export.changed):,} re-scored since their export"
@@ -131,7 +138,6 @@ def export_cmd(
     for problem in export.problems[:20]:
         common.warn(problem)
     if config is not None:
-        config.write_text(labelstudio_config(taxonomy(database), interface), encoding="utf-8")
         common.out.print(f"labelling interface ({interface}): {config}")
 
 

@@ -11,7 +11,12 @@ from prodcat.desk.labelstudio.images import IMAGE_MODES, Images
 from prodcat.desk.labelstudio.importer import ImportResult, import_labelstudio
 from prodcat.desk.labelstudio.interface import INTERFACES, labelstudio_config
 from prodcat.desk.labelstudio.reading import load_users
-from prodcat.desk.labelstudio.tasks import Export, labelstudio_tasks, write_tasks
+from prodcat.desk.labelstudio.tasks import (
+    Export,
+    labelstudio_tasks,
+    record_exported,
+    write_tasks,
+)
 
 __all__ = [
     "IMAGE_MODES",
@@ -23,5 +28,6 @@ __all__ = [
     "labelstudio_config",
     "labelstudio_tasks",
     "load_users",
+    "record_exported",
     "write_tasks",
 ]

@@ -85,7 +85,8 @@ class LabelStudio:
                 pid = (task.get("data") or {}).get("product_id")
                 if pid is not None:
                     found[str(pid)] = int(task["id"])
-            if len(tasks) < PAGE:
+            total = answer.get("total", 0) if isinstance(answer, dict) else 0
+            if len(tasks) < PAGE or page * PAGE >= total:  # past the last page is a 404
                 return found
             page += 1
 

@@ -87,6 +87,11 @@ class Images:
             "start Label Studio with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and "
             f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root}",
         ]
+        if any(Path(d).resolve() == root for d in photo_dirs):
+            lines.append(
+                f"some photos lie directly in {root}, which Label Studio refuses as a storage: "
+                "give the folder above as --local-files-root"
+            )
         for folder in storage_folders(photo_dirs, root):
             lines.append(
                 "in the project: Settings > Cloud Storage > Add Source Storage > Local files, "

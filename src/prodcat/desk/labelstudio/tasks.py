@@ -147,6 +147,15 @@ def prediction(category: str, item: QueueItem, kind: str) -> dict[str, Any]:
     }
 
 
+def record_exported(db: Database, product_ids: list[str], project: int | None = None) -> None:
+    """Remember these products as exported (after their file is written)."""
+    with db.session() as s, s.begin():
+        for pid in product_ids:
+            item = s.get(QueueItem, pid)
+            if item is not None:
+                mark_exported(s, pid, fingerprint(item), project=project)
+
+
 def write_tasks(tasks: list[dict[str, Any]], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(tasks, indent=1, ensure_ascii=False), encoding="utf-8")
