@@ -16,6 +16,7 @@ from PIL import Image
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from desk_support import create_database
 from labelstudio_support import queued_desk
 from prodcat.catalogue import Catalogue
 from prodcat.catalogue.extra_labels import read_labels_csv
@@ -251,6 +252,25 @@ def test_json_import_keeps_edits_skips_overlap_names_and_proposals(db: Database)
     answers[0] = [_annotation(1, 1, _tax(sug[0][1]), 5)]
     assert import_labelstudio(db, _export(db, answers), users).replaced == 0
     assert _answers(db)[pid[0]][0][1] == sug[0][3]
+
+
+def test_an_edit_and_a_skip_on_postgresql(
+    request: pytest.FixtureRequest, sample_catalogue: Catalogue
+) -> None:
+    """The same bookkeeping on PostgreSQL: migrated tables, an answer replaced, then withdrawn."""
+    url = create_database(request.getfixturevalue("postgres_url"), "labelstudio_import")
+    db = queued_desk(url, sample_catalogue, 2)
+    tasks = _export(db, {})
+    sug = tasks[0]["data"]["suggestions"]
+    pid = tasks[0]["data"]["product_id"]
+    for minute, category in ((1, sug[0]), (2, sug[1])):
+        import_labelstudio(db, _export(db, {0: [_annotation(1, 1, _tax(category), minute)]}))
+        assert _answers(db)[pid] == [("labelstudio:1", category, False)]
+    skipped = [_annotation(1, 1, [], 3, was_cancelled=True)]
+    result = import_labelstudio(db, _export(db, {0: skipped}))
+    assert result.skips == 1 and pid not in _answers(db)
+    assert "skipped it after answering" in result.notes[0]
+    db.dispose()
 
 
 def test_json_min_export_reads_the_same(db: Database, tmp_path: Path) -> None:
