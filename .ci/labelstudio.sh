@@ -9,5 +9,5 @@ venv="${PRODCAT_LABEL_STUDIO_VENV:-${TMPDIR:-/tmp}/prodcat-labelstudio-venv}"
 rm -rf "$venv"
 python3 -m venv "$venv" >&2
 "$venv/bin/pip" install -q -c .ci/labelstudio-constraints.txt label-studio >&2
-"$venv/bin/label-studio" --version >&2
+"$venv/bin/pip" show label-studio | head -2 >&2  # not `label-studio --version`: it sets up ~/.local
 echo "$venv/bin/label-studio"

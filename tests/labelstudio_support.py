@@ -70,6 +70,10 @@ class LabelStudioServer:
     def env(self) -> dict[str, str]:
         return {
             **os.environ,
+            # everything Label Studio writes stays in the test's folder, not in ~/.local
+            "LABEL_STUDIO_BASE_DATA_DIR": str(self.folder / "data"),
+            "XDG_DATA_HOME": str(self.folder / "xdg"),
+            "XDG_CACHE_HOME": str(self.folder / "xdg-cache"),
             "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
             "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(self.root),
             "COLLECT_ANALYTICS": "false",
