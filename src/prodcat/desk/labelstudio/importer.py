@@ -12,11 +12,12 @@ frees. Every message names the Label Studio task id and the product id.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from prodcat.desk.db import (
@@ -54,72 +55,124 @@ def import_labelstudio(
     # Earliest first: the first answers fill the overlap's slots, as on the desk.
     annotations.sort(key=lambda a: (a.created_at, a.key))
     with db.session() as s, s.begin():
-        known = _taxonomy(s)
+        desk = _Desk(s, annotations)
         for a in annotations:
-            _import_one(s, a, known, result)
+            _import_one(desk, a, result)
     return result
 
 
-def _taxonomy(s: Session) -> set[str]:
-    row = s.get(Setting, "taxonomy")
-    return set(json.loads(row.value)) if row else set()
+CHUNK = 500  # ids per IN (...) query
 
 
-def _import_one(s: Session, a: Annotation, known: set[str], result: ImportResult) -> None:
-    item = s.get(QueueItem, a.product_id)
+class _Desk:
+    """What the import reads, loaded in a few queries up front (one query per annotation made a
+    5,000-task import take half a minute), and kept current as answers change."""
+
+    def __init__(self, s: Session, annotations: list[Annotation]) -> None:
+        self.s = s
+        pids = sorted({a.product_id for a in annotations})
+        keys = sorted({a.key for a in annotations})
+        self.items = {i.product_id: i for i in _chunked(s, QueueItem, QueueItem.product_id, pids)}
+        self.rows = {
+            r.key: r for r in _chunked(s, LabelStudioAnnotation, LabelStudioAnnotation.key, keys)
+        }
+        answers = _chunked(s, ReviewAnswer, ReviewAnswer.product_id, pids)
+        self.answers = {(x.product_id, x.reviewer): x for x in answers}
+        self.by_id = {x.id: x for x in answers}
+        self.counts = Counter(x.product_id for x in answers)
+        self.needed = answers_needed(s)
+        row = s.get(Setting, "taxonomy")
+        self.known = set(json.loads(row.value)) if row else set()
+
+    def answer_of(self, row: LabelStudioAnnotation | None, a: Annotation) -> ReviewAnswer | None:
+        """The answer this annotation gave before, else this annotator's answer to the product
+        (an import made before annotation ids were kept, or their second annotation)."""
+        if row is not None and row.answer_id is not None and row.answer_id in self.by_id:
+            return self.by_id[row.answer_id]
+        return self.answers.get((a.product_id, REVIEWER_PREFIX + a.annotator))
+
+    def add(self, answer: ReviewAnswer) -> None:
+        self.s.add(answer)
+        self.s.flush()  # its id, for the annotation's record
+        self.answers[(answer.product_id, answer.reviewer)] = answer
+        self.by_id[answer.id] = answer
+        self.counts[answer.product_id] += 1
+
+    def withdraw(self, answer: ReviewAnswer) -> None:
+        self.s.delete(answer)
+        self.s.flush()
+        self.answers.pop((answer.product_id, answer.reviewer), None)
+        self.by_id.pop(answer.id, None)
+        self.counts[answer.product_id] -= 1
+
+    def keep(self, row: LabelStudioAnnotation | None, a: Annotation, answer_id: int | None) -> None:
+        if row is None:
+            row = self.rows[a.key] = LabelStudioAnnotation(key=a.key, product_id=a.product_id)
+            self.s.add(row)
+        row.task_id, row.updated_at = a.task_id, a.updated_at
+        row.reviewer = REVIEWER_PREFIX + a.annotator
+        row.skipped, row.lead_time_s, row.answer_id = a.skipped, a.lead_time_s, answer_id
+
+
+def _chunked(s: Session, model: Any, column: Any, values: list[str]) -> list[Any]:
+    found: list[Any] = []
+    for n in range(0, len(values), CHUNK):
+        found += s.scalars(select(model).where(column.in_(values[n : n + CHUNK])))
+    return found
+
+
+def _import_one(desk: _Desk, a: Annotation, result: ImportResult) -> None:
+    item = desk.items.get(a.product_id)
     if item is None or not item.queued:
         result.problems.append(f"{a.where}: the product is not in the desk's review queue")
         return
-    row = s.get(LabelStudioAnnotation, a.key)
+    row = desk.rows.get(a.key)
     if row is not None and a.updated_at <= row.updated_at:
         result.already += 1  # imported before and not edited since
         return
-    reviewer = REVIEWER_PREFIX + a.annotator
     if a.skipped:
-        _record_skip(s, a, row, reviewer, result)
+        _record_skip(desk, a, row, result)
         return
     category = _category(a, result)
     if category is None:
         return
-    answer = _answer_of(s, row, a.product_id, reviewer)
+    answer = desk.answer_of(row, a)
     if answer is not None and answer.category == category:
         result.already += 1
-        _keep(s, row, a, reviewer, answer.id)
+        desk.keep(row, a, answer.id)
         return
     if answer is None:
-        if not _slot_left(s, a, result):
+        if not _slot_left(desk, a, result):
             return
-        answer = ReviewAnswer(product_id=a.product_id, reviewer=reviewer, source="labelstudio")
-        s.add(answer)
+        answer = ReviewAnswer(
+            product_id=a.product_id, reviewer=REVIEWER_PREFIX + a.annotator, source="labelstudio"
+        )
+        _fill(answer, item, category, category not in desk.known, a)
+        desk.add(answer)
         result.added += 1
     else:
         result.notes.append(
             f"{a.where}: {a.annotator} changed the answer from {answer.category!r} to "
             f"{category!r} (edited {a.updated_at.isoformat(timespec='seconds')}Z): replaced"
         )
+        _fill(answer, item, category, category not in desk.known, a)
         result.replaced += 1
-    new = category not in known
-    _fill(answer, item, category, new, a)
-    if new:
+    if answer.new_category:
         result.proposed += 1
         result.notes.append(
             f"{a.where}: {category!r} is not in the taxonomy: imported as a proposed new category"
         )
-    s.flush()
-    _keep(s, row, a, reviewer, answer.id)
+    desk.keep(row, a, answer.id)
 
 
-def _slot_left(s: Session, a: Annotation, result: ImportResult) -> bool:
+def _slot_left(desk: _Desk, a: Annotation, result: ImportResult) -> bool:
     """Whether the product has an answer slot left under the desk's overlap setting."""
-    taken = s.scalar(
-        select(func.count(ReviewAnswer.id)).where(ReviewAnswer.product_id == a.product_id)
-    )
-    needed = answers_needed(s)
-    if (taken or 0) < needed:
+    taken = desk.counts[a.product_id]
+    if taken < desk.needed:
         return True
     result.problems.append(
         f"{a.where}: {a.annotator}'s answer left out: the product has {taken} of the "
-        f"{needed} answer(s) the desk's overlap setting asks for"
+        f"{desk.needed} answer(s) the desk's overlap setting asks for"
     )
     return False
 
@@ -137,22 +190,6 @@ def _category(a: Annotation, result: ImportResult) -> str | None:
     return chosen[0]
 
 
-def _answer_of(
-    s: Session, row: LabelStudioAnnotation | None, product_id: str, reviewer: str
-) -> ReviewAnswer | None:
-    """The answer this annotation gave before, else this annotator's answer to the product (an
-    import made before annotation ids were kept, or their second annotation of the task)."""
-    if row is not None and row.answer_id is not None:
-        answer = s.get(ReviewAnswer, row.answer_id)
-        if answer is not None:
-            return answer
-    return s.scalar(
-        select(ReviewAnswer).where(
-            ReviewAnswer.product_id == product_id, ReviewAnswer.reviewer == reviewer
-        )
-    )
-
-
 def _fill(answer: ReviewAnswer, item: QueueItem, category: str, new: bool, a: Annotation) -> None:
     answer.category = category
     answer.new_category = new
@@ -162,39 +199,20 @@ def _fill(answer: ReviewAnswer, item: QueueItem, category: str, new: bool, a: An
 
 
 def _record_skip(
-    s: Session,
-    a: Annotation,
-    row: LabelStudioAnnotation | None,
-    reviewer: str,
-    result: ImportResult,
+    desk: _Desk, a: Annotation, row: LabelStudioAnnotation | None, result: ImportResult
 ) -> None:
     """A skip takes no answer slot; an answer this annotation gave before is withdrawn."""
-    answer = s.get(ReviewAnswer, row.answer_id) if row and row.answer_id else None
-    if answer is not None:
+    answer = desk.by_id.get(row.answer_id) if row and row.answer_id else None
+    if row is not None and answer is not None:
         result.notes.append(
             f"{a.where}: {a.annotator} skipped it after answering {answer.category!r}: "
             "the answer is withdrawn"
         )
-        row.answer_id = None  # type: ignore[union-attr]
-        s.delete(answer)
-        s.flush()
+        row.answer_id = None
+        desk.s.flush()  # the link goes before the answer does
+        desk.withdraw(answer)
     if row is None or not row.skipped:
         result.skips += 1
     else:
         result.already += 1
-    _keep(s, row, a, reviewer, None)
-
-
-def _keep(
-    s: Session,
-    row: LabelStudioAnnotation | None,
-    a: Annotation,
-    reviewer: str,
-    answer_id: int | None,
-) -> None:
-    if row is None:
-        row = LabelStudioAnnotation(key=a.key, product_id=a.product_id)
-        s.add(row)
-    row.task_id, row.reviewer, row.updated_at = a.task_id, reviewer, a.updated_at
-    row.skipped, row.lead_time_s, row.answer_id = a.skipped, a.lead_time_s, answer_id
-    s.flush()
+    desk.keep(row, a, None)
