@@ -128,15 +128,17 @@ def _candidate_pairs(
     reduced = [part @ axis for part, axis in zip(parts, axes, strict=True)]
     norms = [(r**2).sum(axis=1) for r in reduced]
     pairs: list[tuple[int, int]] = []
+    first, rest = reduced[0], list(zip(reduced[1:], norms[1:], strict=True))
     for start in range(0, n, BLOCK):
-        close = np.ones((min(BLOCK, n - start), n), dtype=bool)
-        for r, norm in zip(reduced, norms, strict=True):
-            block = r[start : start + BLOCK]
-            close &= (
-                norm[start : start + BLOCK, None] + norm[None, :] - 2.0 * (block @ r.T) <= limit
-            )
-        rows, cols = np.nonzero(close)
+        block = first[start : start + BLOCK]
+        # |a - b|^2 <= limit  <=>  a.b >= (|a|^2 + |b|^2 - limit) / 2: one pass over the block.
+        bound = (norms[0][start : start + BLOCK, None] + norms[0][None, :] - limit) / 2.0
+        rows, cols = np.nonzero(block @ first.T >= bound)
         rows = rows + start
         keep = cols > rows
-        pairs += list(zip(rows[keep].tolist(), cols[keep].tolist(), strict=True))
+        rows, cols = rows[keep], cols[keep]
+        for r, norm in rest:  # the other parts only for the first part's candidates
+            close = norm[rows] + norm[cols] - 2.0 * np.einsum("ij,ij->i", r[rows], r[cols]) <= limit
+            rows, cols = rows[close], cols[close]
+        pairs += list(zip(rows.tolist(), cols.tolist(), strict=True))
     return pairs

@@ -103,6 +103,12 @@ class AuditResult:
     out_of_fold_accuracy: float = 0.0
     options: AuditOptions = field(default_factory=AuditOptions)
     seconds: dict[str, float] = field(default_factory=dict)
+    # What the flags were found from, for studies (the benchmark re-ranks them): the audited
+    # products' ids, the classes, given class indices and out-of-fold probabilities.
+    ids: list[str] = field(default_factory=list, repr=False)
+    classes: list[str] = field(default_factory=list, repr=False)
+    y: np.ndarray | None = field(default=None, repr=False)
+    proba: np.ndarray | None = field(default=None, repr=False)
 
     def as_json(self) -> dict[str, Any]:
         """The `--json` file: issues ranked most likely wrong first, and the figures."""
@@ -216,6 +222,10 @@ def run_audit(
         out_of_fold_accuracy=float((proba.argmax(axis=1) == y).mean()),
         options=options,
         seconds=seconds,
+        ids=[p.id for p in products],
+        classes=classes,
+        y=y,
+        proba=proba,
     )
 
 

@@ -59,7 +59,10 @@ def labelstudio_tasks(db: Database, image_url: str = "/image/{id}") -> list[dict
                     "image": image_url.format(id=item.product_id),
                     "suggestions": [c for c, _ in top],
                 },
-                "predictions": [
+                # A label check shows no answer as the model's: none would be preselected.
+                "predictions": []
+                if item.decision == "check"
+                else [
                     {
                         "model_version": item.model_version,
                         "score": item.probability,
