@@ -88,7 +88,8 @@ def test_the_json_has_the_issue_s_shape(noisy_audit: AuditResult) -> None:
     assert len(rates["per_class"]) == 20 and all(0 <= r <= 1 for r in rates["per_class"].values())
     overlap = data["class_overlap"]
     assert overlap and all(len(o["classes"]) == 2 and o["n_products"] >= 2 for o in overlap)
-    assert all(0 < share <= 1 for o in overlap for share in o["share_of_class"])
+    assert all(0 <= share <= 1 for o in overlap for share in o["share_of_class"])
+    assert all(sum(o["share_of_class"]) > 0 for o in overlap)
     assert data["not_audited"]["classes"]["Accessories > Belts > Tshirts"] == 1
 
 
@@ -192,3 +193,11 @@ def test_cli_errors_name_what_is_needed(
         app, ["audit", str(table), "--json", str(tmp_path / "a.json"), "--folds", "1"]
     )
     assert result.exit_code == 2 and "expected 2 or more" in result.output
+
+
+def test_the_cli_s_copied_defaults_match_their_source() -> None:
+    from prodcat.audit import issues, run
+    from prodcat.cli import audit as cli_audit
+
+    assert cli_audit.DEFAULT_FOLDS == run.DEFAULT_FOLDS
+    assert cli_audit.RANKINGS == issues.RANKINGS and cli_audit.RANKINGS[0] == issues.RANK_BY

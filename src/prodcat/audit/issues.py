@@ -75,21 +75,26 @@ def label_issues(
 def class_overlap(
     y: np.ndarray, proba: np.ndarray, classes: Sequence[str], joint_counts: np.ndarray
 ) -> list[dict[str, object]]:
-    """Pairs of classes that could be either: how many products, and what share of each class."""
+    """Pairs of classes that could be either, most overlapping first (cleanlab's ranking by the
+    joint probability): how many products are given one and confidently the other (the confident
+    joint's counts, both directions), and what share of each class's products that is."""
     table = find_overlapping_classes(labels=y, pred_probs=proba, confident_joint=joint_counts)
     counts = np.bincount(y, minlength=len(classes))
     found = []
-    for a, b, n, joint in table[
-        ["Class Index A", "Class Index B", "Num Overlapping Examples", "Joint Probability"]
-    ].itertuples(index=False):
-        if n < MIN_OVERLAP:
+    for a, b, joint in table[["Class Index A", "Class Index B", "Joint Probability"]].itertuples(
+        index=False
+    ):
+        a, b = int(a), int(b)
+        a_as_b, b_as_a = int(joint_counts[a, b]), int(joint_counts[b, a])
+        if a_as_b + b_as_a < MIN_OVERLAP:
             continue
-        a, b, n = int(a), int(b), int(n)
         found.append(
             {
                 "classes": [classes[a], classes[b]],
-                "n_products": n,
-                "share_of_class": [_share(n, counts[a]), _share(n, counts[b])],
+                "n_products": a_as_b + b_as_a,
+                # Of class A's products, the share that could be B; of B's, the share that could
+                # be A.
+                "share_of_class": [_share(a_as_b, counts[a]), _share(b_as_a, counts[b])],
                 "joint_probability": round(float(joint), 6),
             }
         )
