@@ -201,3 +201,12 @@ def test_the_cli_s_copied_defaults_match_their_source() -> None:
 
     assert cli_audit.DEFAULT_FOLDS == run.DEFAULT_FOLDS
     assert cli_audit.RANKINGS == issues.RANKINGS and cli_audit.RANKINGS[0] == issues.RANK_BY
+
+
+def test_the_help_shows_the_audit_s_options() -> None:
+    result = CliRunner().invoke(app, ["audit", "--help"])
+    assert result.exit_code == 0, result.output
+    flags = {line.split()[0]: line.split()[1:] for line in result.output.splitlines() if line}
+    assert flags["--json"][0] == "FILE" and flags["--folds"][0] == "K"
+    assert flags["--to-desk"][0] == "Queue"  # a flag: no value after its name
+    assert flags["--db"][0] == "URL" and flags["--label-columns"][0] == "COLUMNS"

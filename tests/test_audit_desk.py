@@ -156,3 +156,35 @@ def test_answers_round_trip_through_export_into_training(
     )
     assert result.exit_code == 0, result.output
     assert f"extra labels: {len(answered):,} products relabelled" in result.output
+
+
+def test_a_database_of_the_previous_schema_gets_the_given_category(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from prodcat.desk.db import normalise_url
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    config = Config()
+    config.set_main_option("script_location", str(Path(review.__file__).parent / "migrations"))
+    config.attributes["url"] = normalise_url(url)
+    command.upgrade(config, "0002")
+    old = Database(url, run_migrations=False)
+    with old.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO items (product_id, title, decision, queued, category, probability,"
+                " priority, audit, top_json, model_version, created_at, updated_at) VALUES"
+                " ('a', 't', 'review', 1, 'A > B', 0.5, 0.5, 0, '[[\"A > B\", 0.5]]', 'v1',"
+                " '2026-01-01', '2026-01-01')"
+            )
+        )
+    old.dispose()
+    db = Database(url)  # migrates to the newest schema
+    with db.session() as s:
+        item = s.get(QueueItem, "a")
+        assert item is not None and item.given_category is None and item.decision == "review"
+    task = review.next_task(db, add_user(db, "ana", "correct horse", "reviewer"))
+    assert task is not None and task.top == [("A > B", 0.5)]  # a review task is as before
+    db.dispose()

@@ -27,7 +27,8 @@ def plant_noise(
     labels = [format_path(p.label) if p.label else "" for p in products]
     counts = Counter(c for c in labels if c)
     classes = sorted(c for c, n in counts.items() if n >= min_class_count)
-    eligible = [i for i, c in enumerate(labels) if c in set(classes)]
+    known = set(classes)
+    eligible = [i for i, c in enumerate(labels) if c in known]
     if len(classes) < 2:
         raise ValueError("planting noise needs at least 2 classes with enough products")
     rng = np.random.default_rng(seed)

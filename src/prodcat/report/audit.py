@@ -103,7 +103,13 @@ def overlap_section(result: AuditResult) -> str:
         "confident joint, both directions), and what share of each class they are. Candidates "
         "to merge, split or write a rule for."
     )
-    headers = ["class A", "class B", "products", "share of A", "share of B"]
+    headers = [
+        "class A",
+        "class B",
+        "products",
+        "share of A (could be B)",
+        "share of B (could be A)",
+    ]
     return note(text) + table(headers, rows, {2, 3, 4})
 
 
