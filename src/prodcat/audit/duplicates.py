@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from prodcat.catalogue import Product
+from prodcat.progress import progress_bar
 
 # Both the photos' and the titles' cosine similarity must reach this: same shot, same wording up to
 # a colour or a size. Looser pairs are merely similar products, which may well differ.
@@ -76,6 +77,7 @@ def near_identical(
     threshold: float = DEFAULT_NEAR_SIMILARITY,
     photo_axes: np.ndarray | None = None,
     text_axes: np.ndarray | None = None,
+    progress: bool = False,
 ) -> list[DisagreeingDuplicate]:
     """Pairs with different labels whose photo and title embeddings (rows L2-normalised; zero
     rows for a missing modality, which never match) both reach cosine `threshold`. Pairs of
@@ -86,7 +88,7 @@ def near_identical(
     both = np.flatnonzero((np.abs(image).sum(axis=1) > 0) & (np.abs(text).sum(axis=1) > 0))
     axes = [_axes(photo_axes, image.shape[1]), _axes(text_axes, text.shape[1])]
     found = []
-    for a, b in _candidate_pairs([image[both], text[both]], axes, threshold):
+    for a, b in _candidate_pairs([image[both], text[both]], axes, threshold, progress):
         i, j = int(both[a]), int(both[b])
         if y[i] == y[j] or _same_photo(products[i], products[j]):
             continue
@@ -114,7 +116,10 @@ def _same_photo(a: Product, b: Product) -> bool:
 
 
 def _candidate_pairs(
-    parts: Sequence[np.ndarray], axes: Sequence[np.ndarray], threshold: float
+    parts: Sequence[np.ndarray],
+    axes: Sequence[np.ndarray],
+    threshold: float,
+    progress: bool = False,
 ) -> list[tuple[int, int]]:
     """(i, j), i < j, that may have every part's cosine >= `threshold`.
 
@@ -129,16 +134,29 @@ def _candidate_pairs(
     norms = [(r**2).sum(axis=1) for r in reduced]
     pairs: list[tuple[int, int]] = []
     first, rest = reduced[0], list(zip(reduced[1:], norms[1:], strict=True))
-    for start in range(0, n, BLOCK):
-        block = first[start : start + BLOCK]
-        # |a - b|^2 <= limit  <=>  a.b >= (|a|^2 + |b|^2 - limit) / 2: one pass over the block.
-        bound = (norms[0][start : start + BLOCK, None] + norms[0][None, :] - limit) / 2.0
-        rows, cols = np.nonzero(block @ first.T >= bound)
-        rows = rows + start
-        keep = cols > rows
-        rows, cols = rows[keep], cols[keep]
-        for r, norm in rest:  # the other parts only for the first part's candidates
-            close = norm[rows] + norm[cols] - 2.0 * np.einsum("ij,ij->i", r[rows], r[cols]) <= limit
-            rows, cols = rows[close], cols[close]
-        pairs += list(zip(rows.tolist(), cols.tolist(), strict=True))
+    with progress_bar("audit: near-duplicates", total=n, enabled=progress) as advance:
+        for start in range(0, n, BLOCK):
+            pairs += _block_pairs(first, norms[0], rest, start, limit)
+            advance(min(BLOCK, n - start))
     return pairs
+
+
+def _block_pairs(
+    first: np.ndarray,
+    first_norm: np.ndarray,
+    rest: list[tuple[np.ndarray, np.ndarray]],
+    start: int,
+    limit: float,
+) -> list[tuple[int, int]]:
+    """The candidate pairs (i, j > i) of rows start .. start + BLOCK."""
+    block = first[start : start + BLOCK]
+    # |a - b|^2 <= limit  <=>  a.b >= (|a|^2 + |b|^2 - limit) / 2: one pass over the block.
+    bound = (first_norm[start : start + BLOCK, None] + first_norm[None, :] - limit) / 2.0
+    rows, cols = np.nonzero(block @ first.T >= bound)
+    rows = rows + start
+    keep = cols > rows
+    rows, cols = rows[keep], cols[keep]
+    for r, norm in rest:  # the other parts only for the first part's candidates
+        close = norm[rows] + norm[cols] - 2.0 * np.einsum("ij,ij->i", r[rows], r[cols]) <= limit
+        rows, cols = rows[close], cols[close]
+    return list(zip(rows.tolist(), cols.tolist(), strict=True))

@@ -258,6 +258,7 @@ def _analyse(
         threshold=options.near_similarity,
         photo_axes=photo_axes,
         text_axes=_text_axes(features.text, features.has_text, options.seed),
+        progress=options.progress,
     )
     seconds["duplicates"] = time.perf_counter() - step
     return found, proba, duplicates
