@@ -60,6 +60,9 @@ class QueueItem(Base):
     gate_case: Mapped[str | None] = mapped_column(String(16), nullable=True)  # "image+text"...
     ood_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     top_json: Mapped[str] = mapped_column(Text)  # [[path, probability], ...] up to 5
+    # A label check (decision "check", `prodcat audit --to-desk`): the catalogue's own label,
+    # offered among the options unmarked; None for every other item.
+    given_category: Mapped[str | None] = mapped_column(Text, nullable=True)
     model_version: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

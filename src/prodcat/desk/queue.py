@@ -172,6 +172,7 @@ def _item_values(
         "ood_score": pred.ood_score,
         "top_json": json.dumps([[c, round(float(p), 6)] for c, p in pred.top]),
         "model_version": version,
+        "given_category": None,  # a label check re-scored by a model becomes a plain item
         "updated_at": utcnow(),
     }
 

@@ -37,7 +37,7 @@ class ReviewError(ValueError):
 class Task:
     product_id: str
     title: str
-    top: list[tuple[str, float]]
+    top: list[tuple[str, float | None]]  # no probabilities for a label check
     decision: str
     ood_score: float | None
     model_version: str
@@ -57,11 +57,12 @@ class Task:
 
 def task_of(item: QueueItem) -> Task:
     """What a reviewer sees. An audit (a product the model accepted) is shown as a review: the
-    answer must not know that the model was sure."""
+    answer must not know that the model was sure. A label check (`prodcat.desk.label_checks`)
+    has its options without probabilities, the catalogue's label unmarked among them."""
     return Task(
         product_id=item.product_id,
         title=item.title,
-        top=[(str(c), float(p)) for c, p in json.loads(item.top_json)],
+        top=[(str(c), None if p is None else float(p)) for c, p in json.loads(item.top_json)],
         decision="review" if item.audit else item.decision,
         ood_score=item.ood_score,
         model_version=item.model_version,

@@ -127,7 +127,7 @@ def write_report(
     return path
 
 
-def _page(title: str, sections: list[tuple[str, str, str]]) -> str:
+def _page(title: str, sections: list[tuple[str, str, str]], kind: str = "evaluation report") -> str:
     nav = "".join(f'<a href="#{key}">{escape(heading)}</a>' for key, heading, _ in sections)
     body = "\n".join(
         f'<section id="{key}">\n<h2>{escape(heading)}</h2>\n{content}\n</section>'
@@ -146,7 +146,7 @@ def _page(title: str, sections: list[tuple[str, str, str]]) -> str:
 <div class="container">
 <header>
 <h1>{escape(title)}</h1>
-<p class="subtitle">prodcat {escape(prodcat.__version__)} evaluation report &middot; {stamp}</p>
+<p class="subtitle">prodcat {escape(prodcat.__version__)} {escape(kind)} &middot; {stamp}</p>
 <nav>{nav}</nav>
 </header>
 {body}

@@ -112,7 +112,9 @@ def mark_exported(
 def task_of(
     item: QueueItem, images: Images, kind: str, preselect: bool, problems: list[str]
 ) -> dict[str, Any]:
-    top = [(str(c), float(p)) for c, p in json.loads(item.top_json)]
+    # A label check (prodcat audit --to-desk) carries its options without probabilities.
+    top = [(str(c), None if p is None else float(p)) for c, p in json.loads(item.top_json)]
+    check = item.decision == "check"
     image, why = images.url(item.product_id, item.image_path)
     if why:
         problems.append(f"product {item.product_id}: {why}")
@@ -123,11 +125,12 @@ def task_of(
             "image": image,
             "suggestions": [c for c, _ in top],
             "suggestions_text": "\n".join(
-                f"{n}. {c}  ({100 * p:.0f}%)" for n, (c, p) in enumerate(top, 1)
+                f"{n}. {c}" if p is None else f"{n}. {c}  ({100 * p:.0f}%)"
+                for n, (c, p) in enumerate(top, 1)
             ),
         }
     }
-    if preselect:
+    if preselect and not check:  # a label check never shows an answer as the model's
         task["predictions"] = [prediction(item.category, item, kind)]
     return task
 

@@ -37,7 +37,10 @@
     $("title").textContent = t.title;
     $("pid").textContent = "product " + t.product_id;
     // The decision, not the model's name (that is in the header): "unknown" = like no known class.
-    $("decision").textContent = t.decision === "unknown"
+    // A label check (prodcat audit --to-desk) names neither option as the catalogue's label.
+    $("decision").textContent = t.decision === "check"
+      ? "check this label: which category is right?"
+      : t.decision === "unknown"
       ? "decision: unknown (unlike every class the model knows)" : "decision: review (the model is unsure)";
     t.top.forEach((s, i) => {
       const b = document.createElement("button");
@@ -45,9 +48,11 @@
       const k = document.createElement("span"); k.className = "k"; k.textContent = i + 1;
       const c = document.createElement("span"); c.textContent = s.category;
       const p = document.createElement("span"); p.className = "p";
-      const bar = document.createElement("span"); bar.className = "bar";
-      bar.style.width = Math.max(2, Math.round(s.probability * 80)) + "px";
-      p.append(bar, " " + (100 * s.probability).toFixed(1) + "%");
+      if (s.probability !== null) {  // a label check's options carry none: nothing to nudge
+        const bar = document.createElement("span"); bar.className = "bar";
+        bar.style.width = Math.max(2, Math.round(s.probability * 80)) + "px";
+        p.append(bar, " " + (100 * s.probability).toFixed(1) + "%");
+      }
       b.append(k, c, p);
       b.addEventListener("click", () => choose(s.category, false));
       const li = document.createElement("li"); li.append(b); list.append(li);
