@@ -7,6 +7,11 @@ and the out-of-distribution reference, see `prodcat.gate.gate`); a model whose p
 fine-tuned on its catalogue also holds that network (`photo_encoder.onnx`), and a model trained
 since the drift alarm holds its validation part's summary (`monitor.json`, see `prodcat.monitor`;
 a model without one still loads, and `prodcat monitor` then says to retrain). No pickle anywhere.
+The neural encoders are inside too (`encoders/<name>/model.onnx`, MiniLM's tokenizer files beside
+its export; sha256 of each in model.json's `encoder_file_sha256`): loading and predicting run from
+the folder alone, without torch or the weight packages, so copying the folder is the deployment.
+A folder saved before that still loads where the weight packages are installed (`prodcat[train]`),
+which export the encoders as before; `prodcat pack MODEL` adds them to it.
 Loading refuses a bundle whose encoders would no longer produce the features the head was trained
 on. `model_version` (a hash over every file of the folder) names one bundle everywhere: the API,
 the desk and the metrics.
@@ -26,7 +31,7 @@ import numpy as np
 
 from prodcat import __version__
 from prodcat.catalogue import Product
-from prodcat.encoders.base import Encoder
+from prodcat.encoders.base import Encoder, file_sha256
 from prodcat.encoders.registry import get_encoder, is_trunk, split_encoders
 from prodcat.features.cache import FeatureCache
 from prodcat.features.encode import Features, encode_products
@@ -43,6 +48,8 @@ from prodcat.taxonomy.tree import Taxonomy, format_path, parse_path
 
 MODEL_FORMAT = 1
 ENCODER_FILE = "photo_encoder.onnx"  # a fine-tuned photo network inside the model folder
+ENCODERS_DIR = "encoders"  # the other neural encoders' files, one folder per encoder
+TRAIN_EXTRA = 'pip install "prodcat[train]"'
 VERSION_CHARS = 12  # of the hex digest: short enough to read, long enough never to collide here
 
 
@@ -272,6 +279,9 @@ class Model:
             "encoders": {"image": self.image_encoder, "text": self.text_encoder},
             "encoder_versions": self.encoder_versions,
             "encoder_files": files,
+            "encoder_file_sha256": {
+                name: file_sha256(folder / name) for name in sorted(_listed_files(folder, files))
+            },
             "options": self.options,
             "figures": self.figures,
             "training_data_fingerprint": self.fingerprint,
@@ -281,13 +291,18 @@ class Model:
         return folder
 
     def _save_encoder_files(self, folder: Path) -> dict[str, str]:
-        """Put the model's own photo network into `folder`; {name: file name there}. A file fresh
-        from training (in the scratch folder) is moved, and the model then runs from the saved
-        copy; any other file is copied."""
-        if len(self.encoder_files) > 1:  # only the photo encoder is ever tuned
-            raise ModelError(f"a model holds one tuned encoder, not {sorted(self.encoder_files)}")
+        """Put the files the model's encoders run from into `folder`; {name: file there}.
+
+        A photo network fine-tuned on the catalogue is `photo_encoder.onnx`: fresh from training
+        (in the scratch folder) it is moved, and the model then runs from the saved copy; any
+        other file is copied. Every other neural encoder gets `encoders/<name>/` with its export
+        (and MiniLM's tokenizer files), hard-linked from the export cache where it can be.
+        """
+        tuned = {n: p for n, p in self.encoder_files.items() if Path(p).name == ENCODER_FILE}
+        if len(tuned) > 1:  # only the photo encoder is ever tuned
+            raise ModelError(f"a model holds one tuned encoder, not {sorted(tuned)}")
         target = folder / ENCODER_FILE
-        for name, path in self.encoder_files.items():
+        for name, path in tuned.items():
             if Path(path).resolve() == target.resolve():
                 continue
             if Path(path).resolve().parent == tuned_scratch_dir().resolve():
@@ -295,7 +310,24 @@ class Model:
                 self.encoder_files[name] = target
             else:
                 shutil.copyfile(path, target)
-        return {name: ENCODER_FILE for name in self.encoder_files}
+        saved = {name: ENCODER_FILE for name in tuned}
+        for name in self._encoder_names():
+            if name in tuned:
+                continue
+            needed = self.get_encoder(name).files()
+            if not needed:
+                continue
+            subdir = folder / ENCODERS_DIR / _folder_name(name)
+            for file_name, source in needed.items():
+                _link_or_copy(Path(source), subdir / file_name)
+            self.encoder_files[name] = subdir / "model.onnx"
+            saved[name] = f"{ENCODERS_DIR}/{_folder_name(name)}/model.onnx"
+        return saved
+
+    def _encoder_names(self) -> list[str]:
+        """Every encoder feeding the head, a text input made of several counted one by one."""
+        names = [n for n in (self.image_encoder, self.text_encoder) if n]
+        return [part for name in names for part in split_encoders(name)]
 
     @classmethod
     def load(cls, folder: str | Path, *, runtime: str = "onnx") -> Model:
@@ -304,6 +336,7 @@ class Model:
         folder = Path(folder)
         config = _read_model_json(folder)
         files = {name: folder / file for name, file in config.get("encoder_files", {}).items()}
+        _check_encoder_files(folder, config.get("encoder_file_sha256", {}))
         _check_encoder_versions(config["encoder_versions"], folder, files)
         head = load_predict_head(folder / "head", runtime=runtime)
         if [str(c) for c in head.classes_] != config["classes"]:
@@ -340,10 +373,45 @@ def model_version(folder: str | Path) -> str:
     digest = hashlib.sha256()
     files = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
     for name in sorted(files):
-        with files[name].open("rb") as stream:
-            content = hashlib.file_digest(stream, "sha256").digest()
+        # file_sha256 is memoised per file: the encoders' checks on load hash them once.
+        content = bytes.fromhex(file_sha256(files[name]))
         digest.update(name.encode() + b"\0" + content)
     return digest.hexdigest()[:VERSION_CHARS]
+
+
+def _folder_name(encoder: str) -> str:
+    """An encoder's folder in `encoders/`: its name with "@" as "-" ("effnet-lite0-224")."""
+    return encoder.replace("@", "-")
+
+
+def _listed_files(folder: Path, files: dict[str, str]) -> list[str]:
+    """Every file the encoders run from, relative to the model folder (their folders whole)."""
+    listed = set()
+    for file in files.values():
+        parent = (folder / file).parent
+        if parent == folder:
+            listed.add(file)
+        else:
+            listed |= {p.relative_to(folder).as_posix() for p in parent.iterdir() if p.is_file()}
+    return sorted(listed)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link an ONNX export to `target` (the export cache replaces files, never rewrites
+    them, so the link keeps its content; 100 MB not copied per saved model), or copy it (other
+    files, such as a package's tokenizer, and across file systems); atomic either way."""
+    if target.exists() and target.resolve() == source.resolve():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        if source.suffix != ".onnx":
+            raise OSError("copied, not linked")
+        tmp.hardlink_to(source)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    tmp.replace(target)
 
 
 def _modalities(inputs: Inputs | None, i: int) -> list[str]:
@@ -412,6 +480,23 @@ def _read_model_json(folder: Path) -> dict[str, Any]:
     return config
 
 
+def _check_encoder_files(folder: Path, hashes: dict[str, str]) -> None:
+    """Refuse a folder whose encoder files are missing or changed since training."""
+    problems = []
+    for name, expected in sorted(hashes.items()):
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif file_sha256(path) != expected:
+            problems.append(f"{name} differs from the file saved at training (sha256)")
+    if problems:
+        raise ModelError(
+            f"{folder}: its encoder files cannot be trusted:\n  "
+            + "\n  ".join(problems)
+            + "\ncopy the whole model folder again from where it was trained"
+        )
+
+
 def _check_encoder_versions(saved: dict[str, str], folder: Path, files: dict[str, Path]) -> None:
     """Refuse a model whose encoders now compute different features than at training time."""
     differences = []
@@ -419,6 +504,13 @@ def _check_encoder_versions(saved: dict[str, str], folder: Path, files: dict[str
         try:
             options = {"onnx_file": files[name]} if name in files else {}
             installed = get_encoder(name, **options).version
+        except ImportError as exc:  # a folder without its encoders, in the base install
+            raise ModelError(
+                f"{folder} does not hold the encoder {name!r} (saved before model folders "
+                f"kept their encoders) and this install cannot export it: {exc.name} is missing. "
+                f"Install the training parts ({TRAIN_EXTRA}) to use it as it is, and there run "
+                f"`prodcat pack {folder}` to add its encoders, or retrain it"
+            ) from None
         except ValueError as exc:
             differences.append(f"{name}: not available here ({exc})")
             continue
