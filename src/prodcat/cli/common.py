@@ -122,12 +122,19 @@ def require_extra(what: str, extra: str, modules: Sequence[str]) -> None:
     Checked up front (find_spec imports nothing) so that a command fails before its work, with
     the fix, rather than halfway with a bare ModuleNotFoundError.
     """
-    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    missing = [name for name in modules if not _importable(name)]
     if missing:
         fail(
             f"{what} needs the {extra} parts, which this install lacks ({', '.join(missing)}): "
             f'pip install "prodcat[{extra}]"'
         )
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # blocked (None in sys.modules) or a broken install
+        return False
 
 
 def warn(message: str, prefix: str = "") -> None:

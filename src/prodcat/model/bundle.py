@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,17 +38,20 @@ from prodcat.gate.gate import Gate
 from prodcat.heads import Head, Inputs
 from prodcat.heads.inputs import restrict
 from prodcat.heads.onnx_runtime import export_head_onnx, load_predict_head
+from prodcat.model.encoder_files import (
+    TRAIN_EXTRA,
+    EncoderFilesError,
+    check_encoder_files,
+    file_hashes,
+    save_encoder_files,
+)
 from prodcat.model.prediction import TOP_K, Prediction
 from prodcat.monitor.observations import Observations, photo_side
 from prodcat.monitor.reference import REFERENCE_FILE, Reference
-from prodcat.paths import tuned_scratch_dir
 from prodcat.taxonomy.probabilities import back_off, level_probabilities
 from prodcat.taxonomy.tree import Taxonomy, format_path, parse_path
 
 MODEL_FORMAT = 1
-ENCODER_FILE = "photo_encoder.onnx"  # a fine-tuned photo network inside the model folder
-ENCODERS_DIR = "encoders"  # the other neural encoders' files, one folder per encoder
-TRAIN_EXTRA = 'pip install "prodcat[train]"'
 VERSION_CHARS = 12  # of the hex digest: short enough to read, long enough never to collide here
 
 
@@ -279,9 +281,7 @@ class Model:
             "encoders": {"image": self.image_encoder, "text": self.text_encoder},
             "encoder_versions": self.encoder_versions,
             "encoder_files": files,
-            "encoder_file_sha256": {
-                name: file_sha256(folder / name) for name in sorted(_listed_files(folder, files))
-            },
+            "encoder_file_sha256": file_hashes(folder, files),
             "options": self.options,
             "figures": self.figures,
             "training_data_fingerprint": self.fingerprint,
@@ -291,38 +291,13 @@ class Model:
         return folder
 
     def _save_encoder_files(self, folder: Path) -> dict[str, str]:
-        """Put the files the model's encoders run from into `folder`; {name: file there}.
-
-        A photo network fine-tuned on the catalogue is `photo_encoder.onnx`: fresh from training
-        (in the scratch folder) it is moved, and the model then runs from the saved copy; any
-        other file is copied. Every other neural encoder gets `encoders/<name>/` with its export
-        (and MiniLM's tokenizer files), hard-linked from the export cache where it can be.
-        """
-        tuned = {n: p for n, p in self.encoder_files.items() if Path(p).name == ENCODER_FILE}
-        if len(tuned) > 1:  # only the photo encoder is ever tuned
-            raise ModelError(f"a model holds one tuned encoder, not {sorted(tuned)}")
-        target = folder / ENCODER_FILE
-        for name, path in tuned.items():
-            if Path(path).resolve() == target.resolve():
-                continue
-            if Path(path).resolve().parent == tuned_scratch_dir().resolve():
-                shutil.move(path, target)
-                self.encoder_files[name] = target
-            else:
-                shutil.copyfile(path, target)
-        saved = {name: ENCODER_FILE for name in tuned}
-        for name in self._encoder_names():
-            if name in tuned:
-                continue
-            needed = self.get_encoder(name).files()
-            if not needed:
-                continue
-            subdir = folder / ENCODERS_DIR / _folder_name(name)
-            for file_name, source in needed.items():
-                _link_or_copy(Path(source), subdir / file_name)
-            self.encoder_files[name] = subdir / "model.onnx"
-            saved[name] = f"{ENCODERS_DIR}/{_folder_name(name)}/model.onnx"
-        return saved
+        """Put the files the model's encoders run from into `folder` (`encoder_files`)."""
+        try:
+            return save_encoder_files(
+                folder, self.encoder_files, self._encoder_names(), self.get_encoder
+            )
+        except EncoderFilesError as exc:
+            raise ModelError(str(exc)) from None
 
     def _encoder_names(self) -> list[str]:
         """Every encoder feeding the head, a text input made of several counted one by one."""
@@ -336,7 +311,10 @@ class Model:
         folder = Path(folder)
         config = _read_model_json(folder)
         files = {name: folder / file for name, file in config.get("encoder_files", {}).items()}
-        _check_encoder_files(folder, config.get("encoder_file_sha256", {}))
+        try:
+            check_encoder_files(folder, config.get("encoder_file_sha256", {}))
+        except EncoderFilesError as exc:
+            raise ModelError(str(exc)) from None
         _check_encoder_versions(config["encoder_versions"], folder, files)
         head = load_predict_head(folder / "head", runtime=runtime)
         if [str(c) for c in head.classes_] != config["classes"]:
@@ -361,6 +339,26 @@ class Model:
         )
 
 
+def pack_encoders(folder: str | Path) -> list[str]:
+    """Add to a model folder saved before folders kept their encoders the files those encoders
+    run from, and list them in its model.json; the head, gate and figures stay as they are.
+
+    Needs the weight packages (`prodcat[train]`) to export the encoders. Returns the encoders
+    added ([] when the folder holds them all already); its `model_version` changes.
+    """
+    folder = Path(folder)
+    model = Model.load(folder)
+    config = _read_model_json(folder)
+    before = set(config.get("encoder_files", {}))
+    files = model._save_encoder_files(folder)
+    config["encoder_files"] = files
+    config["encoder_file_sha256"] = file_hashes(folder, files)
+    tmp = folder / ".model.json.tmp"
+    tmp.write_text(json.dumps(config, indent=2, ensure_ascii=False))
+    tmp.replace(folder / "model.json")
+    return sorted(set(files) - before)
+
+
 def model_version(folder: str | Path) -> str:
     """A short hash over every file of a model folder (model.json, head, gate, a tuned photo
     network, anything else there): one bundle, one version, and any changed byte changes it.
@@ -377,41 +375,6 @@ def model_version(folder: str | Path) -> str:
         content = bytes.fromhex(file_sha256(files[name]))
         digest.update(name.encode() + b"\0" + content)
     return digest.hexdigest()[:VERSION_CHARS]
-
-
-def _folder_name(encoder: str) -> str:
-    """An encoder's folder in `encoders/`: its name with "@" as "-" ("effnet-lite0-224")."""
-    return encoder.replace("@", "-")
-
-
-def _listed_files(folder: Path, files: dict[str, str]) -> list[str]:
-    """Every file the encoders run from, relative to the model folder (their folders whole)."""
-    listed = set()
-    for file in files.values():
-        parent = (folder / file).parent
-        if parent == folder:
-            listed.add(file)
-        else:
-            listed |= {p.relative_to(folder).as_posix() for p in parent.iterdir() if p.is_file()}
-    return sorted(listed)
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    """Hard-link an ONNX export to `target` (the export cache replaces files, never rewrites
-    them, so the link keeps its content; 100 MB not copied per saved model), or copy it (other
-    files, such as a package's tokenizer, and across file systems); atomic either way."""
-    if target.exists() and target.resolve() == source.resolve():
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        if source.suffix != ".onnx":
-            raise OSError("copied, not linked")
-        tmp.hardlink_to(source)
-    except OSError:
-        shutil.copyfile(source, tmp)
-    tmp.replace(target)
 
 
 def _modalities(inputs: Inputs | None, i: int) -> list[str]:
@@ -478,23 +441,6 @@ def _read_model_json(folder: Path) -> dict[str, Any]:
             f"{MODEL_FORMAT}: retrain with prodcat {__version__}"
         )
     return config
-
-
-def _check_encoder_files(folder: Path, hashes: dict[str, str]) -> None:
-    """Refuse a folder whose encoder files are missing or changed since training."""
-    problems = []
-    for name, expected in sorted(hashes.items()):
-        path = folder / name
-        if not path.is_file():
-            problems.append(f"{name} is missing")
-        elif file_sha256(path) != expected:
-            problems.append(f"{name} differs from the file saved at training (sha256)")
-    if problems:
-        raise ModelError(
-            f"{folder}: its encoder files cannot be trusted:\n  "
-            + "\n  ".join(problems)
-            + "\ncopy the whole model folder again from where it was trained"
-        )
 
 
 def _check_encoder_versions(saved: dict[str, str], folder: Path, files: dict[str, Path]) -> None:
