@@ -188,10 +188,12 @@ def test_a_changed_or_missing_encoder_file_is_refused_by_name(
     copy = linked_copy(sample_model_dir, tmp_path / "copy")
     tokenizer = copy / "encoders" / "minilm" / "tokenizer.json"
     rewrite(tokenizer, tokenizer.read_text(encoding="utf-8").replace('"[PAD]"', '"[PAD ]"', 1))
-    with pytest.raises(ModelError, match=r"encoders/minilm/tokenizer.json differs"):
+    changed = r"encoders/minilm/tokenizer.json \(encoder minilm\) differs"
+    with pytest.raises(ModelError, match=changed):
         Model.load(copy)
     (copy / "encoders" / "effnet-lite0" / "model.onnx").unlink()
-    with pytest.raises(ModelError, match=r"encoders/effnet-lite0/model.onnx is missing"):
+    missing = r"encoders/effnet-lite0/model.onnx \(encoder effnet-lite0\) does not exist"
+    with pytest.raises(ModelError, match=missing):
         Model.load(copy)
 
 

@@ -312,7 +312,9 @@ class Model:
         config = _read_model_json(folder)
         files = {name: folder / file for name, file in config.get("encoder_files", {}).items()}
         try:
-            check_encoder_files(folder, config.get("encoder_file_sha256", {}))
+            check_encoder_files(
+                folder, config.get("encoder_file_sha256", {}), config.get("encoder_files", {})
+            )
         except EncoderFilesError as exc:
             raise ModelError(str(exc)) from None
         _check_encoder_versions(config["encoder_versions"], folder, files)

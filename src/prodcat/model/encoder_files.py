@@ -87,18 +87,22 @@ def file_hashes(folder: Path, files: dict[str, str]) -> dict[str, str]:
     return {name: file_sha256(folder / name) for name in sorted(listed)}
 
 
-def check_encoder_files(folder: Path, hashes: dict[str, str]) -> None:
-    """Refuse a folder whose encoder files are missing or changed since they were saved."""
+def check_encoder_files(folder: Path, hashes: dict[str, str], files: dict[str, str]) -> None:
+    """Refuse a folder whose encoder files (`hashes`: {file: sha256}) are missing or changed since
+    they were saved; each named with its encoder (`files`: {encoder: its main file})."""
+    owners = {str(Path(file).parent): name for name, file in files.items()}
+    owners |= {file: name for name, file in files.items()}
     problems = []
     for name, expected in sorted(hashes.items()):
         path = folder / name
+        owner = owners.get(name, owners.get(str(Path(name).parent), "?"))
         if not path.is_file():
-            problems.append(f"{name} is missing")
+            problems.append(f"{name} (encoder {owner}) does not exist")
         elif file_sha256(path) != expected:
-            problems.append(f"{name} differs from the file saved with the model (sha256)")
+            problems.append(f"{name} (encoder {owner}) differs from the file saved with the model")
     if problems:
         raise EncoderFilesError(
-            f"{folder}: its encoder files cannot be trusted:\n  "
+            f"{folder}: its encoder files cannot be used:\n  "
             + "\n  ".join(problems)
             + "\ncopy the whole model folder again from where it was trained"
         )
