@@ -134,6 +134,8 @@ class EfficientNetLiteEncoder(ImageEncoder):
         self._lock = threading.Lock()
         self.onnx_file = None if onnx_file is None else Path(onnx_file)
         if self.onnx_file is not None:
+            if not self.onnx_file.is_file():
+                raise ValueError(f"{self.name}: its ONNX file {self.onnx_file} does not exist")
             self._check_file_metadata(onnx_metadata(self.onnx_file))
 
     def _check_file_metadata(self, meta: dict[str, str]) -> None:

@@ -330,6 +330,8 @@ class MiniLMEncoder(TextEncoder):
     def _check_folder(self) -> None:
         """Refuse an `onnx_file` that is not MiniLM's export, or lacks its tokenizer files."""
         assert self.onnx_file is not None
+        if not self.onnx_file.is_file():
+            raise ValueError(f"minilm: its ONNX file {self.onnx_file} does not exist")
         missing = [n for n in self.TOKENIZER_FILES if not (self.model_dir / n).is_file()]
         if missing:
             raise ValueError(
