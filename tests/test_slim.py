@@ -226,7 +226,7 @@ def test_an_encoder_refuses_a_file_exported_for_another(sample_model_dir: Path) 
     with pytest.raises(ValueError, match=r"lacks \['tokenizer.json'"):
         get_encoder("minilm", onnx_file=effnet)
     for name in ("minilm", "effnet-lite0"):
-        with pytest.raises(ValueError, match="nothing.onnx does not exist"):
+        with pytest.raises(ValueError, match=r"nothing\.onnx does not exist"):
             get_encoder(name, onnx_file=sample_model_dir / "nothing.onnx")
 
 

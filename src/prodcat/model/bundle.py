@@ -38,6 +38,7 @@ from prodcat.gate.gate import Gate
 from prodcat.heads import Head, Inputs
 from prodcat.heads.inputs import restrict
 from prodcat.heads.onnx_runtime import export_head_onnx, load_predict_head
+from prodcat.model.encoder_files import ENCODER_FILE as ENCODER_FILE  # re-exported: a public name
 from prodcat.model.encoder_files import (
     TRAIN_EXTRA,
     EncoderFilesError,
