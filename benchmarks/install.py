@@ -59,7 +59,9 @@ def make_base_venv(venv: Path) -> dict[str, Any]:
         check=True,
     )
     install_s = time.perf_counter() - started
-    torch = subprocess.run([str(venv / "bin" / "python"), "-c", "import torch"], check=False)
+    torch = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import torch"], stderr=subprocess.DEVNULL, check=False
+    )
     packages = site_packages(venv)
     parts = sorted(((p.name, disk_mb(p)) for p in packages.iterdir()), key=lambda item: -item[1])
     return {
