@@ -1,7 +1,15 @@
-"""Shared fixtures: the real sample catalogue bundled with the package."""
+"""Shared fixtures: the real sample catalogue bundled with the package.
+
+The `base` marker selects the tests that need only the base install (predict, serve, the desk):
+CI runs them in a fresh venv without torch (`.ci/base_install.sh`), against a model folder trained
+in the full install and named by `PRODCAT_TEST_MODEL_DIR`, which `sample_model_dir` then returns
+instead of training one.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +17,39 @@ import pytest
 
 import prodcat
 from prodcat.catalogue import Catalogue, load_catalogue
+
+MODEL_DIR_ENV = "PRODCAT_TEST_MODEL_DIR"
+# Test modules whose tests run in the base install too (`-m base`); a test in another module opts
+# in with @pytest.mark.base, one here that needs the training parts opts out with `needs_train`.
+BASE_MODULES = {
+    "test_serving",
+    "test_inference",
+    "test_desk_audit",
+    "test_desk_cli",
+    "test_desk_queue",
+    "test_desk_server",
+}
+
+
+# In the base install (no torch) the other modules cannot even be imported: collect only these.
+if importlib.util.find_spec("torch") is None:
+    collect_ignore = [
+        path.name
+        for path in Path(__file__).parent.glob("test_*.py")
+        if path.stem not in BASE_MODULES | {"test_slim"}
+    ]
+
+
+# Tests of those modules that compare with torch, so need the training parts.
+NEEDS_TRAIN = {"test_inference.py::test_onnx_head_gives_the_torch_heads_probabilities"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem not in BASE_MODULES or item.get_closest_marker("needs_train"):
+            continue
+        if f"{item.path.name}::{item.name}" not in NEEDS_TRAIN:
+            item.add_marker(pytest.mark.base)
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +84,12 @@ def private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
 def sample_model_dir(
     tmp_path_factory: pytest.TempPathFactory, sample_catalogue: Catalogue, private_cache_dir: Path
 ) -> Path:
-    """A fusion model trained once per session on the sample (seed 0) and saved; read it only."""
+    """A fusion model trained once per session on the sample (seed 0) and saved; read it only.
+
+    With `PRODCAT_TEST_MODEL_DIR` set, that folder instead (trained alike, in another venv)."""
+    given = os.environ.get(MODEL_DIR_ENV, "").strip()
+    if given:
+        return Path(given)
     from prodcat.features.cache import FeatureCache
     from prodcat.training.train import TrainOptions, train
 

@@ -59,12 +59,19 @@ def test_the_tuned_network_is_the_models_photo_encoder(tuned: tuple[TrainResult,
     result, folder = tuned
     saved = json.loads((folder / "model.json").read_text())
     assert saved["encoders"]["image"] == f"effnet-lite0-tuned@{SIZE}"
-    assert saved["encoder_files"] == {f"effnet-lite0-tuned@{SIZE}": ENCODER_FILE}
+    # The title encoder's files are inside too (the folder predicts without the weight packages).
+    assert saved["encoder_files"] == {
+        f"effnet-lite0-tuned@{SIZE}": ENCODER_FILE,
+        "minilm": "encoders/minilm/model.onnx",
+    }
     assert (folder / ENCODER_FILE).stat().st_size > 1_000_000
     # Saving moved the file out of the training scratch folder: nothing piles up in the cache,
     # and the trained model now runs from the saved copy.
     assert list(tuned_scratch_dir().glob("*.onnx")) == []
-    assert result.model.encoder_files == {saved["encoders"]["image"]: folder / ENCODER_FILE}
+    assert result.model.encoder_files == {
+        saved["encoders"]["image"]: folder / ENCODER_FILE,
+        "minilm": folder / "encoders" / "minilm" / "model.onnx",
+    }
     summary = saved["options"]["fine_tune_whole_result"]
     scores = [h["validation"] for h in summary["history"]]
     assert len(scores) == 2 and summary["best_epoch"] == 1 + int(np.argmax(scores))

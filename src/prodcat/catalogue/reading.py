@@ -158,7 +158,14 @@ def _read_jsonl(path: Path, src: _Source) -> _Table:
 
 
 def _read_parquet(path: Path, src: _Source) -> _Table:
-    import pandas as pd  # only Parquet needs pandas; keep `import prodcat.catalogue` light
+    try:  # only Parquet needs pandas; keep `import prodcat.catalogue` light
+        import pandas as pd
+        import pyarrow  # noqa: F401  (pandas' Parquet engine)
+    except ImportError as exc:  # the base install has neither
+        raise CatalogueError(
+            f"{src.name}: reading Parquet needs {exc.name}, which this install lacks: "
+            'pip install "prodcat[parquet]" (or give a .csv or .jsonl file)'
+        ) from None
 
     try:
         frame = pd.read_parquet(path)

@@ -18,7 +18,17 @@ from typing import Annotated
 import typer
 
 from prodcat import __version__
-from prodcat.cli import audit, catalogue, demo, desk, labelstudio, monitor, prediction, training
+from prodcat.cli import (
+    audit,
+    catalogue,
+    demo,
+    desk,
+    labelstudio,
+    monitor,
+    pack,
+    prediction,
+    training,
+)
 
 app = typer.Typer(
     help="prodcat: put products into the categories of a taxonomy from a photo and a title.",
@@ -46,7 +56,7 @@ def _main(
     """prodcat: put products into the categories of a taxonomy from a photo and a title."""
 
 
-for _group in (catalogue, training, prediction, monitor, demo, desk, labelstudio, audit):
+for _group in (catalogue, training, prediction, monitor, demo, desk, labelstudio, audit, pack):
     _group.register(app)
 
 __all__ = ["app"]

@@ -55,6 +55,8 @@ def audit_cmd(
 ) -> None:
     """Find the labels that are probably wrong: every product scored out of fold, then confident
     learning (cleanlab); also the classes that overlap and the duplicates that disagree."""
+    # Encoding the catalogue needs the training parts; cleanlab comes with them.
+    common.require_extra("prodcat audit", "train", (*common.TRAIN_MODULES, "cleanlab"))
     from prodcat.audit import AuditError, AuditOptions, run_audit
     from prodcat.encoders.registry import get_encoder
     from prodcat.features.cache import FeatureCache

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from prodcat.cli.common import (
+    TRAIN_MODULES,
     CacheDir,
     IdColumn,
     ImageColumn,
@@ -20,6 +21,7 @@ from prodcat.cli.common import (
     column_mapping,
     load_catalogue_or_exit,
     out,
+    require_extra,
     warn,
 )
 
@@ -80,6 +82,7 @@ def encode(
     separator: Separator = ">",
 ) -> None:
     """Encode every product's photo and title into the feature cache."""
+    require_extra("prodcat encode", "train", TRAIN_MODULES)
     from prodcat.features.cache import FeatureCache
 
     mapping = column_mapping(

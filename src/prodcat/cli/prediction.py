@@ -116,7 +116,7 @@ def serve_cmd(
 ) -> None:
     """Serve predictions over HTTP: POST /v1/predict, /v1/predict/batch; GET /v1/model,
     /healthz, /metrics. Limits and API keys come from PRODCAT_* variables or a .env file."""
-    # prodcat.serving imports FastAPI on import: only when the command runs.
+    # uvicorn, FastAPI and the model are imported only when the command runs.
     from prodcat.serving.command import serve
 
     if (model_dir / "model.json").is_file():  # else `serve` says what is wrong

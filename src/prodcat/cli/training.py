@@ -17,6 +17,8 @@ from prodcat.cli.common import (
     DEFAULT_FINE_TUNE_EPOCHS,
     DEFAULT_MIN_CLASS_COUNT,
     DEFAULT_TARGET_ACCURACY,
+    REPORT_MODULES,
+    TRAIN_MODULES,
     CacheDir,
     IdColumn,
     ImageColumn,
@@ -33,6 +35,7 @@ from prodcat.cli.common import (
     load_catalogue_or_exit,
     load_model_or_exit,
     out,
+    require_extra,
     warn,
 )
 
@@ -146,6 +149,7 @@ def train_cmd(
     separator: Separator = ">",
 ) -> None:
     """Train a classifier; prints the validation and test figures and saves the model."""
+    require_extra("prodcat train", "train", TRAIN_MODULES)
     from prodcat.features.cache import FeatureCache
 
     mapping = column_mapping(
@@ -429,6 +433,8 @@ def evaluate_cmd(
     separator: Separator = ">",
 ) -> None:
     """Measure a model on a labelled catalogue: accuracy, macro-F1, per level, out-of-class."""
+    if report is not None:
+        require_extra("prodcat evaluate --report", "report", REPORT_MODULES)
     from rich.table import Table
 
     from prodcat.catalogue.split import split_catalogue

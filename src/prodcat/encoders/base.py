@@ -11,13 +11,14 @@ Nothing here imports torch: the prediction path runs on ONNX Runtime alone.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeAlias
 
 import numpy as np
 from PIL import Image
@@ -33,16 +34,20 @@ Backend: TypeAlias = Literal["onnx", "torch"]
 BACKENDS: tuple[Backend, ...] = ("onnx", "torch")
 EncoderOutput: TypeAlias = "np.ndarray | scipy.sparse.csr_matrix"
 
-# (resolved path, mtime_ns, size) -> sha256 hex; hashing a 90 MB weight file takes ~0.2 s, and
-# every encoder built in a process asks for its version, so each file is hashed once.
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+# (device, inode, mtime_ns, size) -> sha256 hex; hashing a 90 MB weight file takes ~0.2 s, and
+# every encoder built in a process asks for its version, so each file is hashed once. Keyed on the
+# inode rather than the path: a model folder's encoders are hard links to the exported files, and
+# one content is hashed once whichever name reaches it.
+_SHA_CACHE: dict[tuple[int, int, int, int], str] = {}
 _SHA_LOCK = threading.Lock()
+# The same key -> an ONNX file's metadata_props (`onnx_metadata`).
+_META_CACHE: dict[tuple[int, int, int, int], dict[str, str]] = {}
 
 
 def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's content, memoised per (path, mtime, size).
+    """Hex sha256 of a file's content, memoised per (file, mtime, size).
 
-    Keyed on mtime and size as well as the path so that a reinstalled package with new weights at
+    Keyed on mtime and size as well as the file so that a reinstalled package with new weights at
     the same path is hashed again instead of reusing a stale digest.
     """
     path = Path(path).resolve()
@@ -52,7 +57,7 @@ def file_sha256(path: str | Path) -> str:
         raise FileNotFoundError(
             f"the weight file {path} does not exist; reinstall the package that provides it"
         ) from None
-    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    key = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
     with _SHA_LOCK:
         cached = _SHA_CACHE.get(key)
     if cached is not None:
@@ -65,6 +70,91 @@ def file_sha256(path: str | Path) -> str:
     with _SHA_LOCK:
         _SHA_CACHE[key] = hex_digest
     return hex_digest
+
+
+def onnx_metadata(path: str | Path) -> dict[str, str]:
+    """An ONNX file's metadata_props (how prodcat exported it: weights hash, size...), memoised.
+
+    Read from the file's top-level protobuf fields, skipping the graph: no `onnx` package (a
+    training dependency) and no ONNX Runtime session, so an encoder's version costs microseconds.
+    """
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"the ONNX file {path} does not exist") from None
+    key = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    with _SHA_LOCK:
+        cached = _META_CACHE.get(key)
+    if cached is not None:
+        return dict(cached)
+    try:
+        with path.open("rb") as stream:
+            found = _read_metadata_props(stream, stat.st_size)
+    except (ValueError, EOFError) as exc:
+        raise ValueError(f"{path} is not a readable ONNX model: {exc}") from None
+    with _SHA_LOCK:
+        _META_CACHE[key] = found
+    return dict(found)
+
+
+# ModelProto's field number for metadata_props, and StringStringEntryProto's for key and value
+# (onnx.proto); protobuf wire types: 0 varint, 1 64-bit, 2 length-delimited, 5 32-bit.
+_METADATA_FIELD, _KEY_FIELD, _VALUE_FIELD = 14, 1, 2
+
+
+def _read_metadata_props(stream: BinaryIO, size: int) -> dict[str, str]:
+    """Walk the top-level fields of a serialized ModelProto, keeping metadata_props only."""
+    found: dict[str, str] = {}
+    while stream.tell() < size:
+        field, wire = _split_tag(_read_varint(stream))
+        if wire == 0:
+            _read_varint(stream)
+        elif wire in (1, 5):
+            stream.seek(8 if wire == 1 else 4, os.SEEK_CUR)
+        elif wire == 2:
+            length = _read_varint(stream)
+            if stream.tell() + length > size:
+                raise ValueError("a field runs past the end of the file (truncated?)")
+            if field == _METADATA_FIELD:
+                key, value = _read_entry(stream.read(length))
+                found[key] = value
+            else:
+                stream.seek(length, os.SEEK_CUR)
+        else:
+            raise ValueError(f"unexpected protobuf wire type {wire} at byte {stream.tell()}")
+    return found
+
+
+def _read_entry(blob: bytes) -> tuple[str, str]:
+    """A StringStringEntryProto's (key, value)."""
+    stream = io.BytesIO(blob)
+    parts = {_KEY_FIELD: "", _VALUE_FIELD: ""}
+    while stream.tell() < len(blob):
+        field, wire = _split_tag(_read_varint(stream))
+        if wire != 2:
+            raise ValueError(f"a metadata entry has a field of wire type {wire}")
+        length = _read_varint(stream)
+        parts[field] = stream.read(length).decode("utf-8")
+    return parts[_KEY_FIELD], parts[_VALUE_FIELD]
+
+
+def _split_tag(tag: int) -> tuple[int, int]:
+    return tag >> 3, tag & 7
+
+
+def _read_varint(stream: BinaryIO) -> int:
+    value = shift = 0
+    while True:
+        byte = stream.read(1)
+        if not byte:
+            raise EOFError("the file ends inside a field")
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+        shift += 7
+        if shift > 63:
+            raise ValueError("a varint is longer than 10 bytes")
 
 
 def short_hash(text: str, length: int = 12) -> str:
@@ -128,7 +218,7 @@ def open_or_export(
     """
     if path.exists():
         try:
-            return _checked_session(path, threads, expected_metadata)
+            return checked_session(path, threads, expected_metadata)
         except Exception as exc:  # ORT raises its own exception types for a corrupt file
             warnings.warn(
                 f"the ONNX file {path} cannot be used ({exc}); exporting it again",
@@ -136,10 +226,20 @@ def open_or_export(
                 stacklevel=3,
             )
     export(path)
-    return _checked_session(path, threads, expected_metadata)
+    return checked_session(path, threads, expected_metadata)
 
 
-def _checked_session(
+def has_metadata(path: Path, expected: Mapping[str, str]) -> bool:
+    """Whether `path` is a readable ONNX file whose metadata holds `expected` (a cheap check
+    that needs no session; `checked_session` opens and checks it)."""
+    try:
+        meta = onnx_metadata(path)
+    except (OSError, ValueError):
+        return False
+    return all(meta.get(key) == value for key, value in expected.items())
+
+
+def checked_session(
     path: Path, threads: int, expected: Mapping[str, str]
 ) -> onnxruntime.InferenceSession:
     """Open `path` and compare its metadata_props with what this encoder expects."""
@@ -182,6 +282,16 @@ class Encoder(ABC):
     @abstractmethod
     def encode(self, items: Sequence[Any]) -> EncoderOutput:
         """float32 (N, dim) features for N items, in order."""
+
+    def files(self) -> dict[str, Path]:
+        """The files this encoder runs from, by the name each must have in a folder of its own
+        (e.g. {"model.onnx": ..., "tokenizer.json": ...}); exported first if need be.
+
+        A model folder keeps a copy of them, and `get_encoder(name, onnx_file=<folder>/model.onnx)`
+        then runs from that folder alone: no torch, no weight packages. Encoders with nothing to
+        run from (hashed words) or fitted into the head (bag of words) have none.
+        """
+        return {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, version={self.version!r})"

@@ -13,7 +13,9 @@ epochs only run the small tail.
 
 The ONNX file is exported on first use (the only time torch is imported) into `onnx_dir` under a
 name that contains a hash of the encoder's version, so a changed resolution or new weights can
-never load a stale export.
+never load a stale export. Given `onnx_file` (a model folder's copy), an encoder runs from that
+file alone: its version comes from the weights hash stamped in the file at export, so it equals
+the version of the encoder that exported it, and the weight packages are never imported.
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ from .base import (
     batches,
     check_backend,
     check_positive_int,
+    checked_session,
     file_sha256,
+    has_metadata,
+    onnx_metadata,
     onnx_session,
     open_or_export,
     resolve_threads,
@@ -94,10 +99,11 @@ class EfficientNetLiteEncoder(ImageEncoder):
     Options: `size` (input resolution; default the variant's native one), `onnx_dir` (where
     exports are kept; default `default_cache_dir()/"onnx"`), `threads` (ONNX Runtime intra-op
     threads; default all cores), `batch_size` (images per network call), `backend` ("onnx", or
-    "torch": the reference the tests and benchmarks compare against; it imports torch) and `cut`
+    "torch": the reference the tests and benchmarks compare against; it imports torch), `cut`
     (None: the pooled features; a block index k: the activations entering block k, flattened to
     `dim` = C*H*W values with `activation_shape` (C, H, W); the encoder is then named
-    "<variant>-trunk" and its ONNX file holds the stem and blocks[:k] only).
+    "<variant>-trunk" and its ONNX file holds the stem and blocks[:k] only) and `onnx_file` (run
+    from this export, e.g. a model folder's copy, instead of `onnx_dir`'s; never re-exported).
     """
 
     mean = 127.0
@@ -113,6 +119,7 @@ class EfficientNetLiteEncoder(ImageEncoder):
         batch_size: int = 32,
         backend: Backend = "onnx",
         cut: int | None = None,
+        onnx_file: str | Path | None = None,
     ) -> None:
         self.spec = effnet_spec(name)
         self.cut = None if cut is None else check_cut(self.spec, cut)
@@ -125,6 +132,24 @@ class EfficientNetLiteEncoder(ImageEncoder):
         self._version: str | None = None
         self._runner: Callable[[np.ndarray], np.ndarray] | None = None
         self._lock = threading.Lock()
+        self.onnx_file = None if onnx_file is None else Path(onnx_file)
+        if self.onnx_file is not None:
+            if not self.onnx_file.is_file():
+                raise ValueError(f"{self.name}: its ONNX file {self.onnx_file} does not exist")
+            self._check_file_metadata(onnx_metadata(self.onnx_file))
+
+    def _check_file_metadata(self, meta: dict[str, str]) -> None:
+        """Refuse an `onnx_file` exported for another variant, size or cut, or not by prodcat."""
+        expected = {"encoder": self.spec.name, "size": str(self.size), "cut": None}
+        if self.cut is not None:
+            expected["cut"] = str(self.cut)
+        found = {key: meta.get(key) for key in expected}
+        if found != expected or not meta.get("weights_sha256"):
+            raise ValueError(
+                f"{self.onnx_file} is not an export of {self.name} at {self.size} px: its metadata "
+                f"says {found} and {'a' if meta.get('weights_sha256') else 'no'} weights_sha256, "
+                f"expected {expected} and a weights_sha256"
+            )
 
     @property
     def activation_shape(self) -> tuple[int, int, int] | None:
@@ -141,7 +166,9 @@ class EfficientNetLiteEncoder(ImageEncoder):
 
     @property
     def weights_sha256(self) -> str:
-        """Content hash of the .pth weight file."""
+        """Content hash of the .pth weight file (from the export's metadata with `onnx_file`)."""
+        if self.onnx_file is not None:
+            return onnx_metadata(self.onnx_file)["weights_sha256"]
         return file_sha256(self.spec.weights_path())
 
     @property
@@ -162,7 +189,9 @@ class EfficientNetLiteEncoder(ImageEncoder):
     @property
     def onnx_path(self) -> Path:
         """The exported model for this variant, resolution, cut and weights (named by version
-        hash)."""
+        hash), or `onnx_file`."""
+        if self.onnx_file is not None:
+            return self.onnx_file
         onnx_version = self._version_for(f"onnx{OPSET}")
         cut = "" if self.cut is None else f"-cut{self.cut}"
         return self.onnx_dir / f"{self.name}-{self.size}px{cut}-{short_hash(onnx_version)}.onnx"
@@ -194,6 +223,12 @@ class EfficientNetLiteEncoder(ImageEncoder):
 
         return run
 
+    def _expected_metadata(self) -> dict[str, str]:
+        expected = {"weights_sha256": self.weights_sha256, "size": str(self.size)}
+        if self.cut is not None:  # pooled exports predate the key: they are checked without it
+            expected["cut"] = str(self.cut)
+        return expected
+
     def _open_session(self) -> onnxruntime.InferenceSession:
         """Open the exported model, exporting it first (importing torch) if it is not there."""
 
@@ -202,12 +237,18 @@ class EfficientNetLiteEncoder(ImageEncoder):
 
             export_effnet(self.spec.name, self.size, path, version=self.version, cut=self.cut)
 
-        expected = {"weights_sha256": self.weights_sha256, "size": str(self.size)}
-        if self.cut is not None:  # pooled exports predate the key: they are checked without it
-            expected["cut"] = str(self.cut)
+        expected = self._expected_metadata()
+        if self.onnx_file is not None:  # a model folder's copy: never exported again
+            return checked_session(self.onnx_file, self.threads, expected)
         return open_or_export(
             self.onnx_path, threads=self.threads, expected_metadata=expected, export=export
         )
+
+    def files(self) -> dict[str, Path]:
+        """{"model.onnx": the export}, exported now if it is not there yet."""
+        if not has_metadata(self.onnx_path, self._expected_metadata()):
+            self._open_session()  # exports it
+        return {"model.onnx": self.onnx_path}
 
     def _torch_runner(self) -> Callable[[np.ndarray], np.ndarray]:
         import torch
@@ -255,27 +296,28 @@ class TunedEffNetEncoder(EfficientNetLiteEncoder):
             raise ValueError(f"{name}{TUNED_SUFFIX} runs on ONNX Runtime only, not {backend!r}")
         super().__init__(name, size=size, threads=threads, batch_size=batch_size)
         self.name = f"{name}{TUNED_SUFFIX}"
-        self.onnx_file = Path(onnx_file)
-        if not self.onnx_file.is_file():
-            raise ValueError(f"{self.name}: its ONNX file {self.onnx_file} does not exist")
+        self._tuned_file = Path(onnx_file)
+        self.onnx_file = self._tuned_file
+        if not self._tuned_file.is_file():
+            raise ValueError(f"{self.name}: its ONNX file {self._tuned_file} does not exist")
 
     @property
     def weights_sha256(self) -> str:
         """Content hash of the tuned ONNX file (the weights exist nowhere else)."""
-        return file_sha256(self.onnx_file)
+        return file_sha256(self._tuned_file)
 
     @property
     def onnx_path(self) -> Path:
-        return self.onnx_file
+        return self._tuned_file
 
     def _open_session(self) -> onnxruntime.InferenceSession:
-        session = onnx_session(self.onnx_file, self.threads)
+        session = onnx_session(self._tuned_file, self.threads)
         meta = session.get_modelmeta().custom_metadata_map
         found = {key: meta.get(key) for key in ("encoder", "size")}
         expected = {"encoder": self.name, "size": str(self.size)}
         if found != expected:
             raise ValueError(
-                f"{self.onnx_file} holds {found}, not the expected {expected}: the model folder "
+                f"{self._tuned_file} holds {found}, not the expected {expected}: the model folder "
                 "was mixed from two models; retrain it"
             )
         return session

@@ -170,6 +170,7 @@ def _effnet_factory(variant: str) -> Callable[..., Encoder]:
         threads: int | None = None,
         batch_size: int = 32,
         backend: str = "onnx",
+        onnx_file: Any = None,
     ) -> Encoder:
         from .image import EfficientNetLiteEncoder
 
@@ -180,6 +181,7 @@ def _effnet_factory(variant: str) -> Callable[..., Encoder]:
             threads=threads,
             batch_size=batch_size,
             backend=backend,  # type: ignore[arg-type]
+            onnx_file=onnx_file,
         )
 
     return build
@@ -194,6 +196,7 @@ def _effnet_trunk_factory(variant: str) -> Callable[..., Encoder]:
         threads: int | None = None,
         batch_size: int = 32,
         backend: str = "onnx",
+        onnx_file: Any = None,
     ) -> Encoder:
         """cut=None: the variant's default cut (`EffNetSpec.default_cut`: 14 lite0, 19 lite2)."""
         from .image import EfficientNetLiteEncoder, effnet_spec
@@ -208,6 +211,7 @@ def _effnet_trunk_factory(variant: str) -> Callable[..., Encoder]:
             batch_size=batch_size,
             backend=backend,  # type: ignore[arg-type]
             cut=cut,
+            onnx_file=onnx_file,
         )
 
     return build
@@ -264,6 +268,7 @@ def _minilm(
     threads: int | None = None,
     batch_size: int = 64,
     backend: str = "onnx",
+    onnx_file: Any = None,
 ) -> Encoder:
     from .text import MiniLMEncoder
 
@@ -272,6 +277,7 @@ def _minilm(
         threads=threads,
         batch_size=batch_size,
         backend=backend,  # type: ignore[arg-type]
+        onnx_file=onnx_file,
     )
 
 

@@ -9,7 +9,9 @@ words and a title uses ten of them.
 
 MiniLM (all-MiniLM-L6-v2, 384 values, L2-normalised) runs as ONNX with the `tokenizers` library:
 neither torch nor transformers is imported on that path. The sentence-transformers model is the
-`backend="torch"` reference it is tested against.
+`backend="torch"` reference it is tested against. Given `onnx_file` (a model folder's copy, with
+tokenizer.json and sentence_bert_config.json beside it) it runs from that folder alone, without the
+weights package: the weights hash comes from the export's metadata.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ from .base import (
     batches,
     check_backend,
     check_positive_int,
+    checked_session,
     file_sha256,
+    has_metadata,
+    onnx_metadata,
     open_or_export,
     resolve_threads,
     short_hash,
@@ -285,11 +290,14 @@ class TfidfEncoder(SparseTextEncoder):
 class MiniLMEncoder(TextEncoder):
     """Title -> 384 float32 values (L2-normalised mean of MiniLM-L6-v2's token states).
 
-    Options: `onnx_dir`, `threads`, `batch_size` (titles per network call, default 64) and
-    `backend` ("onnx", or "torch" = sentence-transformers, the reference).
+    Options: `onnx_dir`, `threads`, `batch_size` (titles per network call, default 64),
+    `backend` ("onnx", or "torch" = sentence-transformers, the reference) and `onnx_file` (run
+    from this export, e.g. a model folder's copy; its folder holds the tokenizer files too).
     """
 
     name = "minilm"
+    # What the tokenizer needs besides the network, in the weights package or beside `onnx_file`.
+    TOKENIZER_FILES = ("tokenizer.json", "sentence_bert_config.json")
 
     def __init__(
         self,
@@ -298,8 +306,13 @@ class MiniLMEncoder(TextEncoder):
         threads: int | None = None,
         batch_size: int = 64,
         backend: Backend = "onnx",
+        onnx_file: str | Path | None = None,
     ) -> None:
-        self.model_dir = minilm_model_dir()
+        self.onnx_file = None if onnx_file is None else Path(onnx_file)
+        # The tokenizer's folder: the weights package's, or the one the export was copied into.
+        self.model_dir = minilm_model_dir() if self.onnx_file is None else self.onnx_file.parent
+        if self.onnx_file is not None:
+            self._check_folder()
         self.max_seq_length = minilm_max_seq_length(self.model_dir)
         self.onnx_dir = Path(onnx_dir) if onnx_dir is not None else default_onnx_dir()
         self.threads = resolve_threads(threads)
@@ -314,9 +327,35 @@ class MiniLMEncoder(TextEncoder):
         """384."""
         return MINILM_DIM
 
+    def _check_folder(self) -> None:
+        """Refuse an `onnx_file` that is not MiniLM's export, or lacks its tokenizer files."""
+        assert self.onnx_file is not None
+        if not self.onnx_file.is_file():
+            raise ValueError(f"minilm: its ONNX file {self.onnx_file} does not exist")
+        missing = [n for n in self.TOKENIZER_FILES if not (self.model_dir / n).is_file()]
+        if missing:
+            raise ValueError(
+                f"{self.model_dir} lacks {missing}: MiniLM's tokenizer files must sit beside "
+                f"{self.onnx_file.name}; copy the whole model folder"
+            )
+        meta = onnx_metadata(self.onnx_file)
+        if meta.get("encoder") != "minilm" or not meta.get("weights_sha256"):
+            raise ValueError(
+                f"{self.onnx_file} is not an export of minilm: its metadata names encoder "
+                f"{meta.get('encoder')!r} (weights_sha256 "
+                f"{'present' if meta.get('weights_sha256') else 'missing'})"
+            )
+        if meta.get("tokenizer_sha256") != self.tokenizer_sha256:
+            raise ValueError(
+                f"{self.model_dir / 'tokenizer.json'} is not the tokenizer {self.onnx_file.name} "
+                "was exported with (its sha256 differs from the export's tokenizer_sha256)"
+            )
+
     @property
     def weights_sha256(self) -> str:
-        """Content hash of model.safetensors."""
+        """Content hash of model.safetensors (from the export's metadata with `onnx_file`)."""
+        if self.onnx_file is not None:
+            return onnx_metadata(self.onnx_file)["weights_sha256"]
         return file_sha256(self.model_dir / "model.safetensors")
 
     @property
@@ -340,7 +379,10 @@ class MiniLMEncoder(TextEncoder):
 
     @property
     def onnx_path(self) -> Path:
-        """The exported transformer, named by a hash of the ONNX backend's version."""
+        """The exported transformer, named by a hash of the ONNX backend's version, or
+        `onnx_file`."""
+        if self.onnx_file is not None:
+            return self.onnx_file
         return self.onnx_dir / f"minilm-{short_hash(self._version_for(f'onnx{OPSET}'))}.onnx"
 
     def encode(self, items: Sequence[str]) -> np.ndarray:
@@ -389,26 +431,37 @@ class MiniLMEncoder(TextEncoder):
         tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token=pad_token)
         return tokenizer
 
+    def _expected_metadata(self) -> dict[str, str]:
+        return {"weights_sha256": self.weights_sha256, "tokenizer_sha256": self.tokenizer_sha256}
+
     def _open_session(self) -> onnxruntime.InferenceSession:
         def export(path: Path) -> None:
             from .export import export_minilm
 
             export_minilm(path, version=self.version)
 
-        expected = {
-            "weights_sha256": self.weights_sha256,
-            "tokenizer_sha256": self.tokenizer_sha256,
-        }
+        expected = self._expected_metadata()
+        if self.onnx_file is not None:  # a model folder's copy: never exported again
+            return checked_session(self.onnx_file, self.threads, expected)
         return open_or_export(
             self.onnx_path, threads=self.threads, expected_metadata=expected, export=export
         )
+
+    def files(self) -> dict[str, Path]:
+        """The export ("model.onnx", exported now if need be) and the tokenizer's files."""
+        if not has_metadata(self.onnx_path, self._expected_metadata()):
+            self._open_session()  # exports it
+        return {
+            "model.onnx": self.onnx_path,
+            **{name: self.model_dir / name for name in self.TOKENIZER_FILES},
+        }
 
     def _torch_runner(self) -> Callable[[list[str]], np.ndarray]:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
-        model = SentenceTransformer(str(self.model_dir), device="cpu")
+        model = SentenceTransformer(str(minilm_model_dir()), device="cpu")
 
         def run(texts: list[str]) -> np.ndarray:
             embeddings = model.encode(

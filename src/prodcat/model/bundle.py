@@ -7,6 +7,11 @@ and the out-of-distribution reference, see `prodcat.gate.gate`); a model whose p
 fine-tuned on its catalogue also holds that network (`photo_encoder.onnx`), and a model trained
 since the drift alarm holds its validation part's summary (`monitor.json`, see `prodcat.monitor`;
 a model without one still loads, and `prodcat monitor` then says to retrain). No pickle anywhere.
+The neural encoders are inside too (`encoders/<name>/model.onnx`, MiniLM's tokenizer files beside
+its export; sha256 of each in model.json's `encoder_file_sha256`): loading and predicting run from
+the folder alone, without torch or the weight packages, so copying the folder is the deployment.
+A folder saved before that still loads where the weight packages are installed (`prodcat[train]`),
+which export the encoders as before; `prodcat pack MODEL` adds them to it.
 Loading refuses a bundle whose encoders would no longer produce the features the head was trained
 on. `model_version` (a hash over every file of the folder) names one bundle everywhere: the API,
 the desk and the metrics.
@@ -16,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +30,7 @@ import numpy as np
 
 from prodcat import __version__
 from prodcat.catalogue import Product
-from prodcat.encoders.base import Encoder
+from prodcat.encoders.base import Encoder, file_sha256
 from prodcat.encoders.registry import get_encoder, is_trunk, split_encoders
 from prodcat.features.cache import FeatureCache
 from prodcat.features.encode import Features, encode_products
@@ -34,15 +38,21 @@ from prodcat.gate.gate import Gate
 from prodcat.heads import Head, Inputs
 from prodcat.heads.inputs import restrict
 from prodcat.heads.onnx_runtime import export_head_onnx, load_predict_head
+from prodcat.model.encoder_files import ENCODER_FILE as ENCODER_FILE  # re-exported: a public name
+from prodcat.model.encoder_files import (
+    TRAIN_EXTRA,
+    EncoderFilesError,
+    check_encoder_files,
+    file_hashes,
+    save_encoder_files,
+)
 from prodcat.model.prediction import TOP_K, Prediction
 from prodcat.monitor.observations import Observations, photo_side
 from prodcat.monitor.reference import REFERENCE_FILE, Reference
-from prodcat.paths import tuned_scratch_dir
 from prodcat.taxonomy.probabilities import back_off, level_probabilities
 from prodcat.taxonomy.tree import Taxonomy, format_path, parse_path
 
 MODEL_FORMAT = 1
-ENCODER_FILE = "photo_encoder.onnx"  # a fine-tuned photo network inside the model folder
 VERSION_CHARS = 12  # of the hex digest: short enough to read, long enough never to collide here
 
 
@@ -272,6 +282,7 @@ class Model:
             "encoders": {"image": self.image_encoder, "text": self.text_encoder},
             "encoder_versions": self.encoder_versions,
             "encoder_files": files,
+            "encoder_file_sha256": file_hashes(folder, files),
             "options": self.options,
             "figures": self.figures,
             "training_data_fingerprint": self.fingerprint,
@@ -281,21 +292,18 @@ class Model:
         return folder
 
     def _save_encoder_files(self, folder: Path) -> dict[str, str]:
-        """Put the model's own photo network into `folder`; {name: file name there}. A file fresh
-        from training (in the scratch folder) is moved, and the model then runs from the saved
-        copy; any other file is copied."""
-        if len(self.encoder_files) > 1:  # only the photo encoder is ever tuned
-            raise ModelError(f"a model holds one tuned encoder, not {sorted(self.encoder_files)}")
-        target = folder / ENCODER_FILE
-        for name, path in self.encoder_files.items():
-            if Path(path).resolve() == target.resolve():
-                continue
-            if Path(path).resolve().parent == tuned_scratch_dir().resolve():
-                shutil.move(path, target)
-                self.encoder_files[name] = target
-            else:
-                shutil.copyfile(path, target)
-        return {name: ENCODER_FILE for name in self.encoder_files}
+        """Put the files the model's encoders run from into `folder` (`encoder_files`)."""
+        try:
+            return save_encoder_files(
+                folder, self.encoder_files, self._encoder_names(), self.get_encoder
+            )
+        except EncoderFilesError as exc:
+            raise ModelError(str(exc)) from None
+
+    def _encoder_names(self) -> list[str]:
+        """Every encoder feeding the head, a text input made of several counted one by one."""
+        names = [n for n in (self.image_encoder, self.text_encoder) if n]
+        return [part for name in names for part in split_encoders(name)]
 
     @classmethod
     def load(cls, folder: str | Path, *, runtime: str = "onnx") -> Model:
@@ -304,6 +312,12 @@ class Model:
         folder = Path(folder)
         config = _read_model_json(folder)
         files = {name: folder / file for name, file in config.get("encoder_files", {}).items()}
+        try:
+            check_encoder_files(
+                folder, config.get("encoder_file_sha256", {}), config.get("encoder_files", {})
+            )
+        except EncoderFilesError as exc:
+            raise ModelError(str(exc)) from None
         _check_encoder_versions(config["encoder_versions"], folder, files)
         head = load_predict_head(folder / "head", runtime=runtime)
         if [str(c) for c in head.classes_] != config["classes"]:
@@ -328,6 +342,26 @@ class Model:
         )
 
 
+def pack_encoders(folder: str | Path) -> list[str]:
+    """Add to a model folder saved before folders kept their encoders the files those encoders
+    run from, and list them in its model.json; the head, gate and figures stay as they are.
+
+    Needs the weight packages (`prodcat[train]`) to export the encoders. Returns the encoders
+    added ([] when the folder holds them all already); its `model_version` changes.
+    """
+    folder = Path(folder)
+    model = Model.load(folder)
+    config = _read_model_json(folder)
+    before = set(config.get("encoder_files", {}))
+    files = model._save_encoder_files(folder)
+    config["encoder_files"] = files
+    config["encoder_file_sha256"] = file_hashes(folder, files)
+    tmp = folder / ".model.json.tmp"
+    tmp.write_text(json.dumps(config, indent=2, ensure_ascii=False))
+    tmp.replace(folder / "model.json")
+    return sorted(set(files) - before)
+
+
 def model_version(folder: str | Path) -> str:
     """A short hash over every file of a model folder (model.json, head, gate, a tuned photo
     network, anything else there): one bundle, one version, and any changed byte changes it.
@@ -340,8 +374,8 @@ def model_version(folder: str | Path) -> str:
     digest = hashlib.sha256()
     files = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
     for name in sorted(files):
-        with files[name].open("rb") as stream:
-            content = hashlib.file_digest(stream, "sha256").digest()
+        # file_sha256 is memoised per file: the encoders' checks on load hash them once.
+        content = bytes.fromhex(file_sha256(files[name]))
         digest.update(name.encode() + b"\0" + content)
     return digest.hexdigest()[:VERSION_CHARS]
 
@@ -419,6 +453,13 @@ def _check_encoder_versions(saved: dict[str, str], folder: Path, files: dict[str
         try:
             options = {"onnx_file": files[name]} if name in files else {}
             installed = get_encoder(name, **options).version
+        except ImportError as exc:  # a folder without its encoders, in the base install
+            raise ModelError(
+                f"{folder} does not hold the encoder {name!r} (saved before model folders "
+                f"kept their encoders) and this install cannot export it: {exc.name} is missing. "
+                f"Install the training parts ({TRAIN_EXTRA}) to use it as it is, and there run "
+                f"`prodcat pack {folder}` to add its encoders, or retrain it"
+            ) from None
         except ValueError as exc:
             differences.append(f"{name}: not available here ({exc})")
             continue

@@ -21,7 +21,7 @@ from PIL.Image import Image as PILImage
 from prodcat.catalogue import Product
 from prodcat.catalogue.images import MAX_PIXELS, ImageError, load_image, read_image
 from prodcat.encoders.base import Encoder, ImageEncoder
-from prodcat.encoders.registry import encoder_info, get_encoder, is_trunk, split_encoders
+from prodcat.encoders.registry import encoder_info, is_trunk, split_encoders
 from prodcat.heads import Inputs
 from prodcat.heads.inputs import restrict
 from prodcat.model.prediction import Prediction
@@ -86,7 +86,7 @@ class Predictor:
                 raise TypeError(f"{model.image_encoder} is not an image encoder")
             self.image_encoder = encoder
         self.text_encoders: list[Encoder] = [
-            get_encoder(part, **_backend(part, backend))
+            model.get_encoder(part, **_backend(part, backend))
             for part in split_encoders(model.text_encoder or "")
         ]
         # A fine-tune head reads the trunk's activations, the others pooled features.
