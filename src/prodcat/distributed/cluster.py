@@ -1,0 +1,85 @@
+"""Connecting to Ray and sharing its CPUs among workers; Ray is imported only here, lazily."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+RAY_MISSING = 'the Ray engine needs Ray; install it with: pip install "prodcat[ray]"'
+
+
+class RayEngineError(RuntimeError):
+    """The Ray engine cannot run as asked (no Ray, a bad --workers, an unreadable input)."""
+
+
+def require_ray() -> ModuleType:
+    """`ray` with Ray Data, or a RayEngineError naming the extra to install."""
+    try:
+        import ray
+        import ray.data  # the engine reads and maps with Ray Data
+    except ImportError:
+        raise RayEngineError(RAY_MISSING) from None
+    return ray
+
+
+@contextmanager
+def connected(address: str | None) -> Iterator[ModuleType]:
+    """Ray, connected to the cluster at `address` ("auto", "host:port") or, without one (and
+    no $RAY_ADDRESS), a local cluster of this machine; disconnects if it connected."""
+    ray = require_ray()
+    started = not ray.is_initialized()
+    if started:
+        # The workers see the driver's prodcat settings (cache folder, threads...).
+        env = {k: v for k, v in os.environ.items() if k.startswith("PRODCAT_")}
+        options: dict[str, Any] = {
+            "logging_level": logging.WARNING,
+            "log_to_driver": False,
+            "runtime_env": {"env_vars": env} if env else None,
+        }
+        if address is None and not os.environ.get("RAY_ADDRESS"):
+            options["include_dashboard"] = False
+        try:
+            ray.init(address=address, **options)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise RayEngineError(f"--ray-address {address}: cannot connect to Ray: {exc}") from None
+    _quiet_data(ray)
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _quiet_data(ray: ModuleType) -> None:
+    """Rows keep their input order; prodcat draws its own progress bar, so Ray Data's are off."""
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """How many actors, and the CPUs (= ONNX Runtime threads) of each."""
+
+    workers: int
+    cpus: int
+
+
+def plan_workers(ray: ModuleType, workers: int | None) -> WorkerPlan:
+    """`workers` actors (default: one per CPU of the cluster), sharing the CPUs evenly."""
+    total = int(ray.cluster_resources().get("CPU", 0))
+    if total < 1:
+        raise RayEngineError("the Ray cluster has no CPUs; expected at least one")
+    count = workers if workers is not None else total
+    if count < 1 or count > total:
+        raise RayEngineError(
+            f"--workers {count}: the Ray cluster has {total} CPUs; expected 1 to {total} workers"
+        )
+    return WorkerPlan(count, max(1, total // count))

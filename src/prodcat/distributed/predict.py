@@ -1,0 +1,162 @@
+"""`prodcat predict --engine ray`: read on the cluster, label in actors, write on the driver.
+
+Ray Data reads the units (`rows.py`) and holds the rows; each actor loads the model once, with
+ONNX Runtime's threads set to the actor's CPUs, and answers batches with the local engine's
+`Predictor`; the driver streams the answers in input order into one `PredictionsWriter` (one file
+or a folder of shards), so the output needs no shared storage, and draws the progress bar (rows
+done, rows/s, ETA). The input, its photos and the model folder must be readable by every worker
+at the same path (a shared file system, or the one machine of a local cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prodcat.catalogue import ColumnMapping
+from prodcat.distributed.cluster import RayEngineError, WorkerPlan, connected, plan_workers
+from prodcat.distributed.rows import PRODUCT, UNREADABLE, batch_rows, input_units, read_unit
+from prodcat.encoders.base import THREADS_VARIABLE
+from prodcat.gate.gate import DECISIONS
+from prodcat.model.predictions_file import (
+    PredictionsWriter,
+    Tally,
+    Target,
+    prediction_record,
+    rejected_prediction,
+)
+from prodcat.progress import progress_bar
+
+BATCH_ROWS = 256  # rows per actor call: big enough for the networks, small enough to balance
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """What `prodcat predict` passes on to the model (see `Predictor.predict_products`)."""
+
+    min_confidence: float | None = None
+    threshold: float | None = None
+    modalities: Collection[str] | None = None
+
+
+@dataclass
+class RayRun:
+    """What a Ray run did: the counts, the labelled flag and the workers it used."""
+
+    tally: Tally
+    labelled: bool
+    plan: WorkerPlan
+    rows: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class PredictWorker:
+    """A Ray actor: one model, answering batches of rows as predictions-file records (JSON)."""
+
+    def __init__(
+        self, model_dir: str, threads: int, labelled: bool, options: PredictOptions
+    ) -> None:
+        os.environ[THREADS_VARIABLE] = str(threads)  # every ONNX session of this process
+        from prodcat.model.bundle import Model
+        from prodcat.model.predictor import Predictor
+
+        self.predictor = Predictor(Model.load(model_dir))
+        self.labelled = labelled
+        self.options = options
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, list[str]]:
+        rows = batch_rows(batch)
+        products = [row.product() for row in rows if row.kind == PRODUCT]
+        answers = iter(
+            self.predictor.predict_products(
+                [p for p in products if p is not None],
+                min_confidence=self.options.min_confidence,
+                threshold=self.options.threshold,
+                modalities=self.options.modalities,
+            )
+        )
+        records = []
+        for row in rows:
+            answer = (
+                next(answers) if row.kind == PRODUCT else rejected_prediction(row.id, row.message)
+            )
+            record = prediction_record(answer, row.product(), self.labelled)
+            records.append(json.dumps(record, ensure_ascii=False))
+        return {"record": records}
+
+
+def predict_on_ray(
+    model_dir: Path,
+    source: Path,
+    target: Target,
+    mapping: ColumnMapping,
+    options: PredictOptions,
+    *,
+    address: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> RayRun:
+    """Label every row of `source` into `target`; raises RayEngineError (or CatalogueError for a
+    unit that cannot be read, with the local engine's message) before writing anything."""
+    units = input_units(source)
+    with connected(address) as ray:
+        plan = plan_workers(ray, workers)
+        rows = read_rows(ray, units, mapping, verify_images=False)
+        count, labelled, all_labelled = _inspect(rows)
+        answered = rows.map_batches(
+            PredictWorker,
+            fn_constructor_kwargs={
+                "model_dir": str(model_dir.resolve()),
+                "threads": plan.cpus,
+                "labelled": labelled,
+                "options": options,
+            },
+            batch_size=BATCH_ROWS,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=plan.workers),
+            num_cpus=plan.cpus,
+        )
+        tally = Tally(DECISIONS)
+        with (
+            PredictionsWriter(target, labelled) as writer,
+            progress_bar("predicting", count, enabled=progress and count > 0) as advance,
+        ):
+            for batch in answered.iter_batches(batch_size=None, batch_format="numpy"):
+                records = [json.loads(text) for text in batch["record"]]
+                writer.write(records)
+                tally.add(records)
+                advance(len(records))
+    return RayRun(tally, all_labelled, plan, count)
+
+
+def read_rows(ray: Any, units: list[Path], mapping: ColumnMapping, *, verify_images: bool) -> Any:
+    """The rows of every unit, read in Ray tasks (one per unit) and held in the object store;
+    the first unit that cannot be read raises its reader's message, as locally."""
+    from prodcat.catalogue import CatalogueError
+
+    items = [{"path": str(unit)} for unit in units]
+    rows = (
+        ray.data.from_items(items, override_num_blocks=len(items))
+        .flat_map(read_unit, fn_kwargs={"mapping": mapping, "verify_images": verify_images})
+        .materialize()
+    )
+    unreadable = rows.filter(lambda row: row["kind"] == UNREADABLE).take(1)
+    if unreadable:
+        raise CatalogueError(unreadable[0]["message"])
+    return rows
+
+
+def _inspect(rows: Any) -> tuple[int, bool, bool]:
+    """(rows, any product labelled, every product labelled): the predictions file's truth
+    columns appear when any is; the score is printed when all are, as locally."""
+    kinds = rows.select_columns(["kind", "label"]).to_pandas()
+    products = kinds[kinds["kind"] == PRODUCT]
+    has_label = products["label"] != ""
+    return len(kinds), bool(has_label.any()), bool(len(products) and has_label.all())
+
+
+__all__ = ["PredictOptions", "RayEngineError", "RayRun", "predict_on_ray", "read_rows"]
