@@ -56,12 +56,13 @@ def connected(address: str | None) -> Iterator[ModuleType]:
 
 
 def _quiet_data(ray: ModuleType) -> None:
-    """Rows keep their input order; prodcat draws its own progress bar, so Ray Data's are off."""
+    """Rows keep their input order; prodcat draws its own progress bar, so Ray Data's are off
+    (and so is the warning that says they are)."""
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,8 @@ class EncodeWorker:
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, list[Any]]:
         from prodcat.features.encode import encode_products
 
-        products = [p for row in batch_rows(batch) if (p := row.product()) is not None]
+        rows = [row for row in batch_rows(batch) if row.kind == PRODUCT]
+        products = [p for row in rows if (p := row.product()) is not None]
         out: dict[str, list[Any]] = {k: [] for k in ("encoder", "dim", "figures")}
         for encoder in self.encoders:
             feats = encode_products(products, encoder, self.cache, progress=False)
@@ -87,10 +88,11 @@ def encode_on_ray(
     with connected(address) as ray:
         plan = plan_workers(ray, workers)
         rows = read_rows(ray, units, mapping, verify_images=True)
-        rejected = [r["message"] for r in rows.filter(lambda r: r["kind"] != PRODUCT).take_all()]
-        products = rows.filter(lambda r: r["kind"] == PRODUCT)
-        count = products.count()
-        encoded = products.map_batches(
+        rejected = [row["message"] for row in rows.filter(expr=f"kind != '{PRODUCT}'").take_all()]
+        count = rows.count() - len(rejected)
+        # Straight from the materialized rows: an upstream task (a filter) would wait for a CPU
+        # that the actors hold, forever; the workers skip the rejected rows themselves.
+        encoded = rows.map_batches(
             EncodeWorker,
             fn_constructor_kwargs={
                 "encoder_names": list(encoder_names),

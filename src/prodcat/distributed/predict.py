@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,13 +47,17 @@ class PredictOptions:
 
 @dataclass
 class RayRun:
-    """What a Ray run did: the counts, the labelled flag and the workers it used."""
+    """What a Ray run did: the counts, the labelled flag, the workers it used, how long the
+    reading and the labelling took, and each worker's peak memory (MB, by host:pid)."""
 
     tally: Tally
     labelled: bool
     plan: WorkerPlan
     rows: int = 0
-    notes: list[str] = field(default_factory=list)
+    read_s: float = 0.0
+    predict_s: float = 0.0
+    first_answer_s: float = 0.0  # from the start of labelling to the first answers back
+    peak_mb: dict[str, float] = field(default_factory=dict)
 
 
 class PredictWorker:
@@ -67,8 +73,9 @@ class PredictWorker:
         self.predictor = Predictor(Model.load(model_dir))
         self.labelled = labelled
         self.options = options
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
 
-    def __call__(self, batch: Mapping[str, Any]) -> dict[str, list[str]]:
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, list[Any]]:
         rows = batch_rows(batch)
         products = [row.product() for row in rows if row.kind == PRODUCT]
         answers = iter(
@@ -86,7 +93,8 @@ class PredictWorker:
             )
             record = prediction_record(answer, row.product(), self.labelled)
             records.append(json.dumps(record, ensure_ascii=False))
-        return {"record": records}
+        peak = [peak_memory_mb()] * len(records)
+        return {"record": records, "worker": [self.name] * len(records), "peak_mb": peak}
 
 
 def predict_on_ray(
@@ -105,8 +113,11 @@ def predict_on_ray(
     units = input_units(source)
     with connected(address) as ray:
         plan = plan_workers(ray, workers)
+        started = time.perf_counter()
         rows = read_rows(ray, units, mapping, verify_images=False)
         count, labelled, all_labelled = _inspect(rows)
+        run = RayRun(Tally(DECISIONS), all_labelled, plan, count)
+        run.read_s = time.perf_counter() - started
         answered = rows.map_batches(
             PredictWorker,
             fn_constructor_kwargs={
@@ -120,17 +131,33 @@ def predict_on_ray(
             compute=ray.data.ActorPoolStrategy(size=plan.workers),
             num_cpus=plan.cpus,
         )
-        tally = Tally(DECISIONS)
+        started = time.perf_counter()
         with (
             PredictionsWriter(target, labelled) as writer,
             progress_bar("predicting", count, enabled=progress and count > 0) as advance,
         ):
             for batch in answered.iter_batches(batch_size=None, batch_format="numpy"):
+                run.first_answer_s = run.first_answer_s or time.perf_counter() - started
                 records = [json.loads(text) for text in batch["record"]]
                 writer.write(records)
-                tally.add(records)
+                run.tally.add(records)
+                for worker, peak in zip(batch["worker"], batch["peak_mb"], strict=True):
+                    run.peak_mb[str(worker)] = max(float(peak), run.peak_mb.get(str(worker), 0))
                 advance(len(records))
-    return RayRun(tally, all_labelled, plan, count)
+        run.predict_s = time.perf_counter() - started
+    return run
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory (VmHWM), MB; 0 where /proc is not there."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def read_rows(ray: Any, units: list[Path], mapping: ColumnMapping, *, verify_images: bool) -> Any:
@@ -144,7 +171,7 @@ def read_rows(ray: Any, units: list[Path], mapping: ColumnMapping, *, verify_ima
         .flat_map(read_unit, fn_kwargs={"mapping": mapping, "verify_images": verify_images})
         .materialize()
     )
-    unreadable = rows.filter(lambda row: row["kind"] == UNREADABLE).take(1)
+    unreadable = rows.filter(expr=f"kind == '{UNREADABLE}'").take(1)
     if unreadable:
         raise CatalogueError(unreadable[0]["message"])
     return rows
