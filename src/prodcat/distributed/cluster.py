@@ -42,6 +42,8 @@ def connected(address: str | None) -> Iterator[ModuleType]:
             "runtime_env": {"env_vars": env} if env else None,
         }
         if address is None and not os.environ.get("RAY_ADDRESS"):
+            # "local": a new cluster of this machine, never one a `ray start` left running.
+            address = "local"
             options["include_dashboard"] = False
         try:
             ray.init(address=address, **options)
