@@ -157,3 +157,14 @@ def test_predict_writes_parquet_with_the_answers_of_the_jsonl(
         == jsonl[-1]["error"]
         == ("in.csv line 4, column 'id': the id is empty; expected a unique product id")
     )
+
+
+def test_a_run_that_fails_leaves_no_half_written_predictions(tmp_path: Path) -> None:
+    records = [prediction_record(answer(i), None, False) for i in range(5)]
+    (tmp_path / "p.csv").write_text("the previous run's file\n")
+    for target in (parse_target(tmp_path / "p.csv"), parse_target(f"{tmp_path}/shards/")):
+        with pytest.raises(RuntimeError), PredictionsWriter(target, False, shard_rows=2) as w:
+            w.write(records)
+            raise RuntimeError("a worker died")
+    assert (tmp_path / "p.csv").read_text() == "the previous run's file\n"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["p.csv", "shards"]

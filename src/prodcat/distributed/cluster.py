@@ -86,3 +86,25 @@ def plan_workers(ray: ModuleType, workers: int | None) -> WorkerPlan:
             f"--workers {count}: the Ray cluster has {total} CPUs; expected 1 to {total} workers"
         )
     return WorkerPlan(count, max(1, total // count))
+
+
+@contextmanager
+def worker_errors() -> Iterator[None]:
+    """A worker's exception as one RayEngineError line (its own type and message), instead of
+    Ray's nested tracebacks."""
+    try:
+        yield
+    except Exception as exc:
+        if not type(exc).__module__.startswith("ray."):
+            raise
+        cause: BaseException = exc
+        while True:
+            inner = getattr(cause, "cause", None) or cause.__cause__
+            if inner is None or inner is cause:
+                break
+            cause = inner
+        text = str(cause).strip().splitlines()
+        message = text[-1] if text else type(cause).__name__
+        if not type(cause).__module__.startswith("ray."):
+            message = f"{type(cause).__name__}: {str(cause).strip()}"
+        raise RayEngineError(f"a Ray worker failed: {message}") from None

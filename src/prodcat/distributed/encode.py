@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from prodcat.catalogue import ColumnMapping
-from prodcat.distributed.cluster import WorkerPlan, connected, plan_workers
+from prodcat.distributed.cluster import WorkerPlan, connected, plan_workers, worker_errors
 from prodcat.distributed.predict import read_rows
 from prodcat.distributed.rows import PRODUCT, batch_rows, input_units
 from prodcat.encoders.base import THREADS_VARIABLE
@@ -105,7 +105,10 @@ def encode_on_ray(
             num_cpus=plan.cpus,
         )
         totals = {name: EncoderTotals(name) for name in encoder_names}
-        with progress_bar("encoding", count, enabled=progress and count > 0) as advance:
+        with (
+            worker_errors(),
+            progress_bar("encoding", count, enabled=progress and count > 0) as advance,
+        ):
             for batch in encoded.iter_batches(batch_size=None, batch_format="numpy"):
                 for name, dim, text in zip(
                     batch["encoder"], batch["dim"], batch["figures"], strict=True

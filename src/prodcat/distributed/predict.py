@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from prodcat.catalogue import ColumnMapping
-from prodcat.distributed.cluster import RayEngineError, WorkerPlan, connected, plan_workers
+from prodcat.distributed.cluster import (
+    RayEngineError,
+    WorkerPlan,
+    connected,
+    plan_workers,
+    worker_errors,
+)
 from prodcat.distributed.rows import PRODUCT, UNREADABLE, batch_rows, input_units, read_unit
 from prodcat.encoders.base import THREADS_VARIABLE
 from prodcat.gate.gate import DECISIONS
@@ -133,6 +139,7 @@ def predict_on_ray(
         )
         started = time.perf_counter()
         with (
+            worker_errors(),
             PredictionsWriter(target, labelled) as writer,
             progress_bar("predicting", count, enabled=progress and count > 0) as advance,
         ):
@@ -166,11 +173,12 @@ def read_rows(ray: Any, units: list[Path], mapping: ColumnMapping, *, verify_ima
     from prodcat.catalogue import CatalogueError
 
     items = [{"path": str(unit)} for unit in units]
-    rows = (
-        ray.data.from_items(items, override_num_blocks=len(items))
-        .flat_map(read_unit, fn_kwargs={"mapping": mapping, "verify_images": verify_images})
-        .materialize()
-    )
+    with worker_errors():
+        rows = (
+            ray.data.from_items(items, override_num_blocks=len(items))
+            .flat_map(read_unit, fn_kwargs={"mapping": mapping, "verify_images": verify_images})
+            .materialize()
+        )
     unreadable = rows.filter(expr=f"kind == '{UNREADABLE}'").take(1)
     if unreadable:
         raise CatalogueError(unreadable[0]["message"])

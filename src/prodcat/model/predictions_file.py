@@ -99,6 +99,10 @@ class PredictionsWriter:
         self._handle: IO[str] | None = None
         self._csv: csv.DictWriter[str] | None = None
         self._parquet: Any = None  # pyarrow.parquet.ParquetWriter
+        # Each file is written under a temporary name and renamed when complete, so a run that
+        # fails leaves no half file; `_done` are the complete ones (removed too on failure).
+        self._tmp: tuple[Path, Path] | None = None
+        self._done: list[Path] = []
         if target.folder:
             target.path.mkdir(parents=True, exist_ok=True)
 
@@ -133,8 +137,12 @@ class PredictionsWriter:
     ) -> None:
         if kind is None:
             self.close()
-        else:
-            self._close_current()
+            return
+        tmp = self._tmp
+        self._tmp = None  # closed, never renamed into place
+        self._close_current()
+        for path in [*([tmp[0]] if tmp else []), *self._done]:
+            path.unlink(missing_ok=True)
 
     def _current(self) -> object | None:
         return self._handle if self.target.suffix != ".parquet" else self._parquet
@@ -146,12 +154,14 @@ class PredictionsWriter:
             path = path / f"{SHARD_PREFIX}{self._shards:05d}{self.target.suffix}"
         self._shards += 1
         self._in_shard = 0
+        tmp = path.with_name(f".tmp-{path.name}")
+        self._tmp = (tmp, path)
         if self.target.suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            self._parquet = pq.ParquetWriter(path, parquet_schema(self.labelled))
+            self._parquet = pq.ParquetWriter(tmp, parquet_schema(self.labelled))
             return
-        self._handle = path.open("w", encoding="utf-8", newline="")
+        self._handle = tmp.open("w", encoding="utf-8", newline="")
         if self.target.suffix == ".csv":
             self._csv = csv.DictWriter(self._handle, fieldnames=csv_columns(self.labelled))
             self._csv.writeheader()
@@ -174,6 +184,11 @@ class PredictionsWriter:
         if self._handle is not None:
             self._handle.close()
         self._parquet = self._handle = self._csv = None
+        if self._tmp is not None:
+            tmp, final = self._tmp
+            tmp.replace(final)
+            self._done.append(final)
+            self._tmp = None
 
 
 def parquet_schema(labelled: bool) -> Any:
