@@ -90,21 +90,28 @@ def plan_workers(ray: ModuleType, workers: int | None) -> WorkerPlan:
 
 @contextmanager
 def worker_errors() -> Iterator[None]:
-    """A worker's exception as one RayEngineError line (its own type and message), instead of
-    Ray's nested tracebacks."""
+    """A worker's exception as one RayEngineError line (the original exception's type and
+    message where Ray keeps it, else the last line of Ray's report) instead of Ray's nested
+    tracebacks."""
     try:
         yield
     except Exception as exc:
         if not type(exc).__module__.startswith("ray."):
             raise
-        cause: BaseException = exc
-        while True:
-            inner = getattr(cause, "cause", None) or cause.__cause__
-            if inner is None or inner is cause:
-                break
-            cause = inner
-        text = str(cause).strip().splitlines()
-        message = text[-1] if text else type(cause).__name__
-        if not type(cause).__module__.startswith("ray."):
-            message = f"{type(cause).__name__}: {str(cause).strip()}"
-        raise RayEngineError(f"a Ray worker failed: {message}") from None
+        raise RayEngineError(f"a Ray worker failed: {_first_cause(exc)}") from None
+
+
+def _first_cause(exc: BaseException) -> str:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = getattr(current, "cause", None) or current.__cause__
+    for error in chain:
+        if not type(error).__module__.startswith("ray."):
+            return f"{type(error).__name__}: {error}"
+    for error in chain:
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        if lines:
+            return lines[-1].strip()
+    return type(exc).__name__
