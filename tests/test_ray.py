@@ -216,8 +216,7 @@ def test_the_ray_engine_without_ray_names_the_extra(tmp_path: Path, sample_csv: 
     code = (
         "import sys; sys.modules['ray'] = None\n"
         "from prodcat.cli import app\n"
-        f"app(['encode', {str(sample_csv)!r}, '--engine', 'ray', '--text-encoder', 'tfidf',"
-        f" '--cache-dir', {str(tmp_path)!r}])\n"
+        f"app(['encode', {str(sample_csv)!r}, '--engine', 'ray', '--cache-dir', {str(tmp_path)!r}])"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}

@@ -45,6 +45,7 @@ def connected(address: str | None) -> Iterator[ModuleType]:
             # "local": a new cluster of this machine, never one a `ray start` left running.
             address = "local"
             options["include_dashboard"] = False
+        _token_auth_like_a_head()
         try:
             ray.init(address=address, **options)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -55,6 +56,18 @@ def connected(address: str | None) -> Iterator[ModuleType]:
     finally:
         if started:
             ray.shutdown()
+
+
+def _token_auth_like_a_head() -> None:
+    """Use the user's Ray token (~/.ray/auth_token) when there is one, as `ray start --head`
+    does by itself; a driver joining a cluster does not (Ray 2.60) and is refused."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # another Ray version: its own defaults
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _quiet_data(ray: ModuleType) -> None:

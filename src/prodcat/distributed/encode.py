@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from prodcat.catalogue import ColumnMapping
-from prodcat.distributed.cluster import WorkerPlan, connected, plan_workers, worker_errors
+from prodcat.distributed.cluster import (
+    WorkerPlan,
+    connected,
+    plan_workers,
+    require_ray,
+    worker_errors,
+)
 from prodcat.distributed.predict import read_rows
 from prodcat.distributed.rows import PRODUCT, batch_rows, input_units
 from prodcat.encoders.base import THREADS_VARIABLE
@@ -79,6 +85,7 @@ def encode_on_ray(
     from prodcat.encoders.registry import get_encoder
     from prodcat.features.cache import FeatureCache
 
+    require_ray()  # before any work: without Ray, say what to install at once
     units = input_units(source)
     cache = FeatureCache(cache_dir)
     for name in encoder_names:  # compact any store that needs it here, once, before the workers

@@ -9,6 +9,7 @@ process of the user, other runs' included).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,8 +21,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 # Unix sockets live under the temporary folder and their paths may not exceed 107 bytes; Ray's
-# session folder adds ~70, so a longer folder falls back to a short one in the system temp.
-MAX_TEMP_CHARS = 36
+# session folder and socket names add ~65 and our folder 13, so a root longer than this falls
+# back to the system temp folder (pytest's own temp folders are often longer).
+MAX_TEMP_CHARS = 24
 START_TIMEOUT_S = 120
 
 
@@ -57,15 +59,20 @@ def local_cluster(
         "--disable-usage-stats",
     ]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    if (Path.home() / ".ray" / "auth_token").is_file() and "RAY_AUTH_MODE" not in env:
+        # The head turns token authentication on by itself when the user has a token; a node
+        # joining it does not (Ray 2.60), and is then refused: tell both.
+        env["RAY_AUTH_MODE"] = "token"
     ray = ray_executable()
     head = [ray, "start", "--head", f"--port={port}", "--include-dashboard=false", *common]
     try:
         _run([*head, f"--temp-dir={folder}"], env)
         for _ in range(nodes - 1):
-            _run([ray, "start", f"--address={address}", *common], env)
+            _run([ray, "start", f"--address={address}", f"--temp-dir={folder}", *common], env)
         yield address
     finally:
         stop_processes(str(folder))
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _short_root(temp_root: Path) -> Path:

@@ -25,6 +25,7 @@ from prodcat.distributed.cluster import (
     WorkerPlan,
     connected,
     plan_workers,
+    require_ray,
     worker_errors,
 )
 from prodcat.distributed.rows import PRODUCT, UNREADABLE, batch_rows, input_units, read_unit
@@ -116,6 +117,7 @@ def predict_on_ray(
 ) -> RayRun:
     """Label every row of `source` into `target`; raises RayEngineError (or CatalogueError for a
     unit that cannot be read, with the local engine's message) before writing anything."""
+    require_ray()  # before any work: without Ray, say what to install at once
     units = input_units(source)
     with connected(address) as ray:
         plan = plan_workers(ray, workers)
