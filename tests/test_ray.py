@@ -109,11 +109,11 @@ def test_ray_engine_gives_the_local_answers_and_errors_on_the_sample(
         sample_model_dir, shards, ray_out, "--engine", "ray", "--ray-address", ray_address
     )
     local, ray = read_jsonl(local_out), read_jsonl(ray_out)
-    assert len(local) == len(rows) == 1500
+    assert len(local) == len(rows) == 1501
     assert_same_answers(local, ray)
     assert ray_said.splitlines()[0].split(":")[0] == local_said.splitlines()[0].split(":")[0]
     assert ray_said.splitlines()[1] == local_said.splitlines()[1]  # decisions and score
-    assert "1,498 products labelled, 2 rows rejected (1 answered without their photo)" in ray_said
+    assert "1,498 products labelled, 3 rows rejected (1 answered without their photo)" in ray_said
     errors = {r["id"]: r["error"] for r in ray if r["error"]}
     missing = errors[rows[1]["id"]]
     assert missing.startswith(f"part-0.csv line 3 (id {rows[1]['id']}), column 'image': ")

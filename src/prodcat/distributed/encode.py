@@ -95,7 +95,9 @@ def encode_on_ray(
     with connected(address) as ray:
         plan = plan_workers(ray, workers)
         rows = read_rows(ray, units, mapping, verify_images=True)
-        rejected = [row["message"] for row in rows.filter(expr=f"kind != '{PRODUCT}'").take_all()]
+        from ray.data.expressions import col
+
+        rejected = [row["message"] for row in rows.filter(expr=col("kind") != PRODUCT).take_all()]
         count = rows.count() - len(rejected)
         # Straight from the materialized rows: an upstream task (a filter) would wait for a CPU
         # that the actors hold, forever; the workers skip the rejected rows themselves.

@@ -181,7 +181,9 @@ def read_rows(ray: Any, units: list[Path], mapping: ColumnMapping, *, verify_ima
             .flat_map(read_unit, fn_kwargs={"mapping": mapping, "verify_images": verify_images})
             .materialize()
         )
-    unreadable = rows.filter(expr=f"kind == '{UNREADABLE}'").take(1)
+    from ray.data.expressions import col
+
+    unreadable = rows.filter(expr=col("kind") == UNREADABLE).take(1)
     if unreadable:
         raise CatalogueError(unreadable[0]["message"])
     return rows
