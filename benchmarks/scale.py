@@ -61,7 +61,7 @@ def write_input(folder: Path, n: int) -> Path:
 def run_local(model_dir: Path, source: Path, out: Path) -> dict[str, Any]:
     from prodcat.catalogue import ColumnMapping, load_catalogue
     from prodcat.model.bundle import Model
-    from prodcat.model.predictions_file import parse_target, write_predictions
+    from prodcat.model.predictions_file import write_predictions
     from prodcat.model.predictor import Predictor
 
     started = time.perf_counter()
@@ -69,7 +69,7 @@ def run_local(model_dir: Path, source: Path, out: Path) -> dict[str, Any]:
     cat = load_catalogue(source, ColumnMapping(), verify_images=False, require_labels=False)
     labelling = time.perf_counter()
     answers = Predictor(model).predict_products(cat.products)
-    write_predictions(parse_target(out), answers, cat.products)
+    write_predictions(out, answers, cat.products)
     done = time.perf_counter()
     rows = len(cat.products)
     return {

@@ -25,7 +25,7 @@ from prodcat.distributed.cluster import (
     require_ray,
     worker_errors,
 )
-from prodcat.distributed.predict import read_rows
+from prodcat.distributed.predict import read_rows, spread
 from prodcat.distributed.rows import PRODUCT, batch_rows, input_units
 from prodcat.encoders.base import THREADS_VARIABLE
 from prodcat.features.encode import FLUSH_EVERY
@@ -99,6 +99,7 @@ def encode_on_ray(
 
         rejected = [row["message"] for row in rows.filter(expr=col("kind") != PRODUCT).take_all()]
         count = rows.count() - len(rejected)
+        rows = spread(rows, count, plan, FLUSH_EVERY)
         # Straight from the materialized rows: an upstream task (a filter) would wait for a CPU
         # that the actors hold, forever; the workers skip the rejected rows themselves.
         encoded = rows.map_batches(
@@ -110,7 +111,7 @@ def encode_on_ray(
             },
             batch_size=FLUSH_EVERY,  # at most one new pack per batch and encoder
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=plan.workers),
+            compute=ray.data.ActorPoolStrategy(size=plan.workers, max_tasks_in_flight_per_actor=1),
             num_cpus=plan.cpus,
         )
         totals = {name: EncoderTotals(name) for name in encoder_names}

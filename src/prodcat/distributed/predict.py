@@ -124,6 +124,7 @@ def predict_on_ray(
         started = time.perf_counter()
         rows = read_rows(ray, units, mapping, verify_images=False)
         count, labelled, all_labelled = _inspect(rows)
+        rows = spread(rows, count, plan, BATCH_ROWS)
         run = RayRun(Tally(DECISIONS), all_labelled, plan, count)
         run.read_s = time.perf_counter() - started
         answered = rows.map_batches(
@@ -136,7 +137,7 @@ def predict_on_ray(
             },
             batch_size=BATCH_ROWS,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=plan.workers),
+            compute=ray.data.ActorPoolStrategy(size=plan.workers, max_tasks_in_flight_per_actor=1),
             num_cpus=plan.cpus,
         )
         started = time.perf_counter()
@@ -187,6 +188,16 @@ def read_rows(ray: Any, units: list[Path], mapping: ColumnMapping, *, verify_ima
     if unreadable:
         raise CatalogueError(unreadable[0]["message"])
     return rows
+
+
+def spread(rows: Any, count: int, plan: WorkerPlan, batch: int) -> Any:
+    """The rows in blocks of about one batch (at least a few per worker), so every worker gets
+    work: a shard is one block, and an actor ready first would otherwise take every block of a
+    small input. A repartition of its own, before the actors hold the CPUs it needs."""
+    blocks = max(plan.workers * 4, -(-count // batch))
+    if rows.num_blocks() >= blocks:
+        return rows
+    return rows.repartition(blocks).materialize()
 
 
 def _inspect(rows: Any) -> tuple[int, bool, bool]:
