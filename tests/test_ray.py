@@ -113,8 +113,9 @@ def test_ray_engine_gives_the_local_answers_and_errors_on_the_sample(
     assert_same_answers(local, ray)
     answered = [[r["id"] for r in rows if r["predicted_category"]] for rows in (local, ray)]
     assert answered[1] == answered[0]  # in input order
-    assert ray_said.splitlines()[0].split(":")[0] == local_said.splitlines()[0].split(":")[0]
-    assert ray_said.splitlines()[1] == local_said.splitlines()[1]  # decisions and score
+    # The summary: its last two lines (the progress bars on stderr come before it).
+    assert ray_said.splitlines()[-2].split(":")[0] == local_said.splitlines()[-2].split(":")[0]
+    assert ray_said.splitlines()[-1] == local_said.splitlines()[-1]  # decisions and score
     assert "1,498 products labelled, 3 rows rejected (1 answered without their photo)" in ray_said
     errors = {r["id"]: r["error"] for r in ray if r["error"]}
     missing = errors[rows[1]["id"]]
