@@ -122,9 +122,8 @@ def test_ray_engine_gives_the_local_answers_and_errors_on_the_sample(
     assert missing.startswith(f"part-0.csv line 3 (id {rows[1]['id']}), column 'image': ")
     assert "images/no-such-photo.jpg does not exist; expected a path relative to" in missing
     assert errors[rows[2]["id"]].startswith("image: ")
-    assert errors["line 5"] == "part-0.csv line 5, column 'id': the id is empty; expected a "(
-        "unique product id"
-    )
+    empty_id = "part-0.csv line 5, column 'id': the id is empty; expected a unique product id"
+    assert errors["line 5"] == empty_id
     assert f"the id {rows[4]['id']} was already used on line 6" in errors[rows[4]["id"]]
 
 
