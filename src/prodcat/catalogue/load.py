@@ -172,10 +172,13 @@ def load_catalogue(
     require_labels: bool | None = None,
     decoded: Callable[[str], bool] | None = None,
 ) -> Catalogue:
-    """Load a catalogue file (.csv, .tsv, .jsonl, .ndjson, .parquet) or folder tree.
+    """Load a catalogue file (.csv, .tsv, .jsonl, .ndjson, .parquet), folder of such shards, or
+    folder tree.
 
     Args:
-        path: the table, or the root of a ``root/<level>/.../<id>.jpg`` folder tree.
+        path: the table; a folder of tables (shards, read in name order; ids must be unique
+            within each shard, photo paths are relative to each shard); or the root of a
+            ``root/<level>/.../<id>.jpg`` folder tree.
         mapping: which columns hold the id, text, image path and category (tables only).
         verify_images: decode every image to catch corrupt files; else only hash the bytes.
         decoded: says whether an image's SHA-256 (hex) is known to decode, e.g. because the
@@ -193,11 +196,16 @@ def load_catalogue(
     mapping = mapping if mapping is not None else ColumnMapping()
     if not path.exists():
         raise CatalogueError(f"{path}: no such file or folder")
-    if path.is_dir():
+    shards = table_shards(path) if path.is_dir() else [path]
+    if not shards:
         records, problems, expect_text = _read_folder(path)
         expect_image, leaf_column = True, None
     else:
-        records, problems = _read_table(path, mapping, require_labels)
+        records, problems = [], []
+        for shard in shards:
+            shard_records, shard_problems = _read_table(shard, mapping, require_labels)
+            records += shard_records
+            problems += shard_problems
         expect_text, expect_image = bool(mapping.text_columns), mapping.image_column is not None
         leaf_column = mapping.label_names[-1] if mapping.label_names else None
     checks = _check_images(
@@ -210,9 +218,21 @@ def load_catalogue(
         problems += found
         if product is not None:
             products.append(product)
-    problems.sort(key=lambda p: (p.row or 0, p.source))  # file order (stable within a row)
+    # File order (stable within a row); shards in name order.
+    order = {shard.name: i for i, shard in enumerate(shards)}
+    problems.sort(key=lambda p: (order.get(p.source, 0), p.row or 0, p.source))
     problems += _leaf_warnings(products, path.name, leaf_column)
     return Catalogue(path.resolve(), products, problems)
+
+
+def table_shards(folder: Path) -> list[Path]:
+    """The tables directly in `folder` (a folder of shards), by name; [] for a folder tree of
+    photos (whose tables, if any, sit in the class folders, never at the top)."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in TABLE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
 
 
 def _read_table(

@@ -12,13 +12,17 @@ import typer
 from prodcat.cli.common import (
     TRAIN_MODULES,
     CacheDir,
+    Engine,
     IdColumn,
     ImageColumn,
     LabelColumn,
     LabelColumns,
+    RayAddress,
     Separator,
     TextColumns,
+    Workers,
     column_mapping,
+    fail,
     load_catalogue_or_exit,
     out,
     require_extra,
@@ -26,7 +30,9 @@ from prodcat.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from prodcat.catalogue import Catalogue
+    from rich.table import Table
+
+    from prodcat.catalogue import Catalogue, ColumnMapping
     from prodcat.features.cache import FeatureCache
 
 CatalogueArg = Annotated[
@@ -80,28 +86,80 @@ def encode(
     label_column: LabelColumn = "category",
     label_columns: LabelColumns = None,
     separator: Separator = ">",
+    engine: Engine = "local",
+    ray_address: RayAddress = None,
+    workers: Workers = None,
 ) -> None:
-    """Encode every product's photo and title into the feature cache."""
+    """Encode every product's photo and title into the feature cache. --engine ray encodes on a
+    Ray cluster, each worker writing its own packs into the (shared) cache folder."""
     require_extra("prodcat encode", "train", TRAIN_MODULES)
     from prodcat.features.cache import FeatureCache
 
     mapping = column_mapping(
         id_column, text_column, image_column, label_column, label_columns, separator
     )
+    names = [image_encoder, text_encoder]
+    if engine == "ray":
+        _encode_ray(catalogue, names, FeatureCache(cache_dir), mapping, ray_address, workers)
+        return
+    if engine != "local":
+        fail(f"--engine {engine}: expected local or ray")
+    if ray_address is not None or workers is not None:
+        fail("--ray-address and --workers need --engine ray")
     cat = load_catalogue_or_exit(catalogue, mapping, require_labels=False)
-    _encode_report(cat, [image_encoder, text_encoder], FeatureCache(cache_dir))
+    _encode_report(cat, names, FeatureCache(cache_dir))
 
 
-def _encode_report(cat: Catalogue, encoder_names: list[str], cache: FeatureCache) -> None:
+def _encode_ray(
+    catalogue: Path,
+    names: list[str],
+    cache: FeatureCache,
+    mapping: ColumnMapping,
+    address: str | None,
+    workers: int | None,
+) -> None:
+    from prodcat.catalogue import CatalogueError
+    from prodcat.distributed import RayEngineError
+    from prodcat.distributed.encode import encode_on_ray
+
+    start = time.perf_counter()
+    try:
+        totals, plan, rejected = encode_on_ray(
+            catalogue, names, cache.root, mapping, address=address, workers=workers
+        )
+    except (CatalogueError, RayEngineError) as exc:
+        fail(str(exc))
+    seconds = time.perf_counter() - start
+    table = _features_table()
+    for t in totals:
+        counts = (t.products, t.computed + t.cached, t.computed, t.cached, len(t.errors))
+        table.add_row(t.name, str(t.dim), *(f"{n:,}" for n in counts), f"{seconds:.1f}")
+        for pid, reason in list(t.errors.items())[:10]:
+            warn(reason, f"product {pid}:")
+    for message in rejected[:10]:
+        warn(message, "rejected:")
+    out.print(table)
+    out.print(
+        f"cache: {cache.root} ({plan.workers} Ray workers of {plan.cpus} CPU each; "
+        f"{len(rejected):,} rows rejected; s is the whole run)"
+    )
+
+
+def _features_table() -> Table:
     from rich.table import Table
-
-    from prodcat.encoders.registry import get_encoder
-    from prodcat.features.encode import encode_products
 
     table = Table(title="features", title_justify="left")
     columns = ("encoder", "dim", "products", "distinct", "computed", "from cache", "errors", "s")
     for column in columns:
         table.add_column(column, justify="left" if column == "encoder" else "right")
+    return table
+
+
+def _encode_report(cat: Catalogue, encoder_names: list[str], cache: FeatureCache) -> None:
+    from prodcat.encoders.registry import get_encoder
+    from prodcat.features.encode import encode_products
+
+    table = _features_table()
     for name in encoder_names:
         encoder = get_encoder(name)
         start = time.perf_counter()

@@ -90,6 +90,31 @@ Threshold = Annotated[
         help="Accept answers at least this probable (overrides the trained one).",
     ),
 ]
+# The Ray engine's flags (`predict`, `encode`; docs/scaling.md).
+Engine = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        metavar="NAME",
+        help="local (this process) or ray (a Ray cluster: pip install 'prodcat[ray]').",
+    ),
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        metavar="ADDR",
+        help="Ray cluster to use (host:port or auto); default $RAY_ADDRESS, else a local one.",
+    ),
+]
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers", metavar="N", help="Ray workers (default one per CPU); each gets CPUs/N."
+    ),
+]
+
+
 ModelDir = Annotated[
     Path, typer.Argument(metavar="MODEL", help="Model directory from prodcat train.")
 ]

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from prodcat.cli.common import (
+    Engine,
     IdColumn,
     ImageColumn,
     LabelColumn,
     LabelColumns,
     Modalities,
     ModelDir,
+    RayAddress,
     Separator,
     TextColumns,
     Threshold,
+    Workers,
     column_mapping,
     fail,
     load_catalogue_or_exit,
@@ -25,15 +28,29 @@ from prodcat.cli.common import (
 )
 from prodcat.cli.training import parse_modalities_or_exit
 
+if TYPE_CHECKING:
+    from prodcat.catalogue import ColumnMapping
+    from prodcat.model.bundle import Model
+    from prodcat.model.predictions_file import Target
+
 
 def predict_cmd(
     model_dir: ModelDir,
     catalogue: Annotated[
         Path,
-        typer.Argument(metavar="CATALOGUE", help="Products to label (labels not needed)."),
+        typer.Argument(
+            metavar="INPUT",
+            help="Products to label (labels not needed): a table, a folder of shards or a tree.",
+        ),
     ],
     out_file: Annotated[
-        Path, typer.Option("--out", metavar="FILE", help="Predictions file: .csv or .jsonl.")
+        str,
+        typer.Option(
+            "--out",
+            metavar="OUTPUT",
+            help="Predictions: a .parquet, .csv or .jsonl file, or a folder of shards "
+            "('preds/' Parquet, 'preds.csv/' CSV).",
+        ),
     ],
     min_confidence: Annotated[
         float | None,
@@ -47,60 +64,96 @@ def predict_cmd(
     label_column: LabelColumn = "category",
     label_columns: LabelColumns = None,
     separator: Separator = ">",
+    engine: Engine = "local",
+    ray_address: RayAddress = None,
+    workers: Workers = None,
 ) -> None:
     """Label products from a file; rows that cannot be read get an error, the batch goes on.
 
     A product whose photo cannot be decoded is answered from its title, the photo's error in the
     error column. When the file has labels, the predictions file adds the true category and
     whether the answer is correct. Photos and titles are encoded in memory on ONNX Runtime (no
-    feature cache, no torch), the path the REST API takes."""
-    from prodcat.gate.gate import DECISIONS
-    from prodcat.model.prediction import Prediction
-    from prodcat.model.predictions_file import write_predictions
-    from prodcat.model.predictor import Predictor
+    feature cache, no torch), the path the REST API takes. --engine ray spreads the work over a
+    Ray cluster with the same answers (docs/scaling.md)."""
+    from prodcat.model.predictions_file import parse_target
 
-    if out_file.suffix.lower() not in (".csv", ".jsonl"):
-        fail(f"--out {out_file}: expected a .csv or .jsonl file name")
+    try:
+        target = parse_target(out_file)
+    except ValueError as exc:
+        fail(str(exc))
     mapping = column_mapping(
         id_column, text_column, image_column, label_column, label_columns, separator
     )
     shown = parse_modalities_or_exit(modalities)
-    loaded = load_model_or_exit(model_dir)
+    loaded = load_model_or_exit(model_dir)  # a bad model fails here, before any cluster starts
+    if engine == "ray":
+        options = (min_confidence, threshold, shown)
+        line = _predict_ray(model_dir, catalogue, target, mapping, options, ray_address, workers)
+    elif engine == "local":
+        if ray_address is not None or workers is not None:
+            fail("--ray-address and --workers need --engine ray")
+        line = _predict_local(loaded, catalogue, target, mapping, shown, min_confidence, threshold)
+    else:
+        fail(f"--engine {engine}: expected local or ray")
+    out.print(line)
+
+
+def _predict_local(
+    loaded: Model,
+    catalogue: Path,
+    target: Target,
+    mapping: ColumnMapping,
+    shown: frozenset[str] | None,
+    min_confidence: float | None,
+    threshold: float | None,
+) -> str:
+    from prodcat.gate.gate import DECISIONS
+    from prodcat.model.predictions_file import PredictionsWriter, Tally, prediction_records
+    from prodcat.model.predictions_file import rejected_prediction as rejected_row
+    from prodcat.model.predictor import Predictor
+
     # The predictor decodes each photo anyway, and one that fails is answered from the title:
     # loading only checks that the files exist, so an unreadable photo does not reject its row.
     cat = load_catalogue_or_exit(catalogue, mapping, require_labels=False, verify_images=False)
     answers = Predictor(loaded).predict_products(
         cat.products, min_confidence=min_confidence, threshold=threshold, modalities=shown
     )
-    rejected = [
-        Prediction(
-            id=pr.id or f"line {pr.row}",
-            category="",
-            probability=0.0,
-            level_probabilities=[],
-            top=[],
-            error=pr.message,
+    rejected = [rejected_row(pr.id or f"line {pr.row}", pr.message) for pr in cat.rejected]
+    labelled = any(p.label for p in cat.products)
+    records = prediction_records(answers + rejected, cat.products, labelled)
+    tally = Tally(DECISIONS)
+    tally.add(records)
+    with PredictionsWriter(target, labelled) as writer:
+        writer.write(records)
+    return tally.summary(target.path, cat.labelled)
+
+
+def _predict_ray(
+    model_dir: Path,
+    catalogue: Path,
+    target: Target,
+    mapping: ColumnMapping,
+    options: tuple[float | None, float | None, frozenset[str] | None],
+    address: str | None,
+    workers: int | None,
+) -> str:
+    from prodcat.catalogue import CatalogueError
+    from prodcat.distributed import RayEngineError
+    from prodcat.distributed.predict import PredictOptions, predict_on_ray
+
+    try:
+        run = predict_on_ray(
+            model_dir,
+            catalogue,
+            target,
+            mapping,
+            PredictOptions(*options),
+            address=address,
+            workers=workers,
         )
-        for pr in cat.rejected
-    ]
-    write_predictions(out_file, answers + rejected, cat.products)
-    without_photo = sum(bool(a.error) for a in answers)
-    counts = {d: sum(a.decision == d for a in answers) for d in DECISIONS}
-    line = ", ".join(f"{d} {n:,}" for d, n in counts.items())
-    if cat.labelled:
-        pairs = zip(answers, cat.products, strict=True)
-        correct = sum(a.category == _truth(p.label) for a, p in pairs)
-        line += f"; {correct:,} of {len(answers):,} correct (the file has labels)"
-    out.print(
-        f"{len(answers):,} products labelled, {len(rejected):,} rows rejected "
-        f"({without_photo:,} answered without their photo): {out_file}\n{line}"
-    )
-
-
-def _truth(label: tuple[str, ...] | None) -> str | None:
-    from prodcat.taxonomy.tree import format_path
-
-    return format_path(label) if label else None
+    except (CatalogueError, RayEngineError) as exc:
+        fail(str(exc))
+    return run.tally.summary(target.path, run.labelled)
 
 
 def serve_cmd(
@@ -128,5 +181,7 @@ def serve_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("predict", short_help="Label a file of products into a CSV or JSONL.")(predict_cmd)
+    app.command("predict", short_help="Label a file of products into Parquet, CSV or JSONL.")(
+        predict_cmd
+    )
     app.command("serve", short_help="Serve predictions over HTTP (the REST API).")(serve_cmd)

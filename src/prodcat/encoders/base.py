@@ -176,9 +176,16 @@ def check_positive_int(name: str, value: object) -> int:
     return int(value)
 
 
+THREADS_VARIABLE = "PRODCAT_THREADS"  # a Ray worker's CPUs: its share, not the whole machine
+
+
 def resolve_threads(threads: int | None) -> int:
-    """The ONNX Runtime intra-op thread count: the given one, else every core of the machine."""
+    """The ONNX Runtime intra-op thread count: the given one, else $PRODCAT_THREADS, else every
+    core of the machine."""
     if threads is None:
+        given = os.environ.get(THREADS_VARIABLE, "").strip()
+        if given.isdigit() and int(given) > 0:
+            return int(given)
         return max(1, os.cpu_count() or 1)
     return check_positive_int("threads", threads)
 
