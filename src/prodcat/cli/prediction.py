@@ -47,6 +47,14 @@ def predict_cmd(
     label_column: LabelColumn = "category",
     label_columns: LabelColumns = None,
     separator: Separator = ">",
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Add each answer's reasons: the title words that decided, photo against title, "
+            "the 3 nearest training products (docs/explain.md).",
+        ),
+    ] = False,
 ) -> None:
     """Label products from a file; rows that cannot be read get an error, the batch goes on.
 
@@ -70,7 +78,11 @@ def predict_cmd(
     # loading only checks that the files exist, so an unreadable photo does not reject its row.
     cat = load_catalogue_or_exit(catalogue, mapping, require_labels=False, verify_images=False)
     answers = Predictor(loaded).predict_products(
-        cat.products, min_confidence=min_confidence, threshold=threshold, modalities=shown
+        cat.products,
+        min_confidence=min_confidence,
+        threshold=threshold,
+        modalities=shown,
+        explain=explain,
     )
     rejected = [
         Prediction(

@@ -34,6 +34,7 @@ from prodcat.gate.gate import Gate
 from prodcat.heads import Head, Inputs
 from prodcat.heads.inputs import restrict
 from prodcat.heads.onnx_runtime import export_head_onnx, load_predict_head
+from prodcat.model.neighbours import NeighbourIndex
 from prodcat.model.prediction import TOP_K, Prediction
 from prodcat.monitor.observations import Observations, photo_side
 from prodcat.monitor.reference import REFERENCE_FILE, Reference
@@ -72,6 +73,9 @@ class Model:
     # The validation part's summary the drift alarm compares batches with (None: trained before
     # the alarm existed).
     reference: Reference | None = None
+    # The training products' embeddings the explanations show the nearest of (None: trained
+    # before explanations existed; `prodcat.model.neighbours`).
+    neighbours: NeighbourIndex | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -262,6 +266,8 @@ class Model:
             self.gate.save(folder / "gate")
         if self.reference is not None:
             self.reference.save(folder / REFERENCE_FILE)
+        if self.neighbours is not None:
+            self.neighbours.save(folder)
         files = self._save_encoder_files(folder)
         config = {
             "format": MODEL_FORMAT,
@@ -325,6 +331,7 @@ class Model:
             folder=folder,
             version=model_version(folder),
             reference=_load_reference(folder),
+            neighbours=NeighbourIndex.load(folder),
         )
 
 

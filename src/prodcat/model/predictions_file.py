@@ -4,7 +4,9 @@ Its names never collide with a catalogue's when the two are joined on `id`: the 
 `predicted_category` and `predicted_probability`, the product's text comes back as `input_title`,
 and when the input is labelled its label as `true_category` with `correct` (the predicted category
 is exactly the true one; an ancestor chosen by `--min-confidence` is not). CSV flattens the top-5
-into `top1` ... `top5_probability`; JSONL keeps them as a list.
+into `top1` ... `top5_probability`; JSONL keeps them as a list. Predictions with their reasons
+(`prodcat predict --explain`) add `explanation` (a JSON object in CSV) and, in CSV, `top_words`:
+the title words that pushed most towards the answer.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from prodcat.taxonomy.tree import format_path
 ANSWER_COLUMNS = ("predicted_category", "predicted_probability", "decision")
 TRUTH_COLUMNS = ("true_category", "correct")
 DETAIL_COLUMNS = ("ood_score", "level_probabilities", "modalities")
+EXPLANATION_COLUMNS = ("top_words", "explanation")
+TOP_WORDS = 3
 
 
 def write_predictions(
@@ -35,6 +39,7 @@ def write_predictions(
         raise ValueError(f"{path}: expected a .csv or .jsonl file name")
     by_id = {p.id: p for p in products}
     labelled = any(p.label for p in products)
+    explained = any(p.explanation is not None for p in predictions)
     records = [_record(p, by_id.get(p.id), labelled) for p in predictions]
     if suffix == ".jsonl":
         with path.open("w", encoding="utf-8") as handle:
@@ -42,14 +47,15 @@ def write_predictions(
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         return path
     with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=csv_columns(labelled))
+        writer = csv.DictWriter(handle, fieldnames=csv_columns(labelled, explained))
         writer.writeheader()
         writer.writerows(_csv_row(record) for record in records)
     return path
 
 
-def csv_columns(labelled: bool) -> list[str]:
-    """The CSV header: the truth columns only when the input was labelled."""
+def csv_columns(labelled: bool, explained: bool = False) -> list[str]:
+    """The CSV header: the truth columns only when the input was labelled, the explanation
+    columns only when the predictions carry their reasons."""
     columns = ["id", "input_title", *ANSWER_COLUMNS]
     if labelled:
         columns += TRUTH_COLUMNS
@@ -57,6 +63,8 @@ def csv_columns(labelled: bool) -> list[str]:
     for k in range(1, TOP_K + 1):
         columns += [f"top{k}", f"top{k}_probability"]
     columns.append("error")
+    if explained:
+        columns += EXPLANATION_COLUMNS
     return columns
 
 
@@ -81,11 +89,20 @@ def _record(p: Prediction, product: Product | None, labelled: bool) -> dict[str,
         "top": [{"category": c, "probability": q} for c, q in p.top],
         "error": p.error,
     }
+    if p.explanation is not None:
+        record["explanation"] = p.explanation
     return record
 
 
 def _csv_row(record: dict[str, Any]) -> dict[str, str]:
-    row = {key: _csv_value(value) for key, value in record.items() if key != "top"}
+    row = {
+        key: _csv_value(value) for key, value in record.items() if key not in ("top", "explanation")
+    }
+    if "explanation" in record:
+        explanation = record["explanation"]
+        row["explanation"] = json.dumps(explanation, ensure_ascii=False)
+        pushes = [w for w in explanation["words"] if w["weight"] > 0][:TOP_WORDS]
+        row["top_words"] = " ".join(w["word"] for w in pushes)
     row["level_probabilities"] = " | ".join(f"{x:.6f}" for x in record["level_probabilities"])
     row["modalities"] = "+".join(record["modalities"])
     for k, entry in enumerate(record["top"], start=1):
