@@ -60,6 +60,8 @@ class QueueItem(Base):
     gate_case: Mapped[str | None] = mapped_column(String(16), nullable=True)  # "image+text"...
     ood_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     top_json: Mapped[str] = mapped_column(Text)  # [[path, probability], ...] up to 5
+    # Why the model answered so (`prodcat.model.explain`), for queued products: JSON or None.
+    explanation_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     model_version: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

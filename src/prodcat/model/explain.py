@@ -35,6 +35,8 @@ from prodcat.heads.inputs import Inputs, restrict
 from prodcat.model.neighbours import Neighbour
 
 if TYPE_CHECKING:  # the bundle calls this module, never the reverse at import
+    from prodcat.catalogue import Product
+    from prodcat.features.cache import FeatureCache
     from prodcat.model.bundle import Model
     from prodcat.model.prediction import Prediction
 
@@ -114,7 +116,7 @@ def explain(
 ) -> list[Explanation]:
     """One explanation per product of `inputs` (what the head was given), in order; `method`
     of the words: "occlusion" or "linear" (default `WORD_METHOD`)."""
-    method = method or WORD_METHOD
+    method = word_method(model, method or WORD_METHOD)
     if logits is None:
         logits = model.head.decision_logits(inputs)
     classes = model.classes
@@ -143,6 +145,14 @@ def explain(
             )
         )
     return out
+
+
+def explain_encoded(
+    model: Model, products: Sequence[Product], cache: FeatureCache
+) -> list[dict[str, Any]]:
+    """The reasons of `products`, their features read through the feature cache."""
+    inputs, _ = model.encode(products, cache, progress=False)
+    return [e.as_dict() for e in explain(model, inputs, model_title_encoding(model))]
 
 
 def attach(
@@ -174,13 +184,17 @@ def word_weights(
     method: str = WORD_METHOD,
 ) -> list[list[tuple[str, float]]]:
     """Per product, (word, push towards top against runner-up), strongest first."""
-    if method == "linear":
-        linear = _linear_weights(model, inputs, top, runner)
-        if linear is not None:
-            return linear
-    elif method != "occlusion":
-        raise ValueError(f"word method {method!r}; expected 'occlusion' or 'linear'")
+    if word_method(model, method) == "linear":
+        return _linear_weights(model, inputs, top, runner)
     return _occlusion_weights(model, inputs, encode_titles, top, runner)
+
+
+def word_method(model: Model, method: str) -> str:
+    """The method the words of `model` get: "linear" needs a head with a linear words model
+    (else occlusion)."""
+    if method not in ("occlusion", "linear"):
+        raise ValueError(f"word method {method!r}; expected 'occlusion' or 'linear'")
+    return "linear" if method == "linear" and _linear_part(model) is not None else "occlusion"
 
 
 def distinct_words(title: str) -> list[str]:
@@ -260,21 +274,31 @@ def _with_titles(
     )
 
 
-def _linear_weights(
-    model: Model, inputs: Inputs, top: np.ndarray, runner: np.ndarray
-) -> list[list[tuple[str, float]]] | None:
-    """Exact contributions of the head's linear words model (a title head, or a blend's words
-    part times its weight); None when the head has none."""
+def _linear_part(model: Model) -> tuple[Any, float] | None:
+    """(the head's linear words model, its weight in the logits): a title head's own, a blend's
+    words part times `1 - w`; None when the head has none (a forest, no words model)."""
     from prodcat.heads.blend import BlendHead
     from prodcat.heads.linear_models import LinearArrays
     from prodcat.heads.text_linear import TextLinearHead
 
     head = model.head
-    part, scale = (head, 1.0) if isinstance(head, TextLinearHead) else (None, 0.0)
-    if isinstance(head, BlendHead):
+    if isinstance(head, TextLinearHead):
+        part, scale = head, 1.0
+    elif isinstance(head, BlendHead):
         part, scale = head.words_, 1.0 - head.weight_
-    if part is None or not isinstance(part.model_, LinearArrays):
+    else:
         return None
+    return (part, scale) if isinstance(part.model_, LinearArrays) else None
+
+
+def _linear_weights(
+    model: Model, inputs: Inputs, top: np.ndarray, runner: np.ndarray
+) -> list[list[tuple[str, float]]]:
+    """Exact contributions of the head's linear words model (`_linear_part`)."""
+    found = _linear_part(model)
+    if found is None:
+        raise ValueError(f"the {model.head_kind} head has no linear words model")
+    part, scale = found
     terms = _terms(part.vectorizer_)
     X = part.vectorizer_.transform(inputs.texts).tocsr()  # noqa: N806
     coef = part.model_.coef
