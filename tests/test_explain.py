@@ -109,12 +109,17 @@ def test_an_explanation_has_words_shares_and_three_neighbours(
 
 
 def test_a_word_that_names_the_class_pushes_towards_it(model: Model) -> None:
-    inputs = Inputs(texts=["Nike Men Black Running Sports Shoes"])
-    (reason,) = ex.explain(model, inputs, ex.model_title_encoding(model))
-    assert reason.category.endswith("Shoes")
-    top_words = [w for w, _ in reason.words[:2]]
-    assert "shoes" in top_words or "sports" in top_words, reason.words
-    assert reason.photo is None  # no photo: nothing to share the decision with
+    from prodcat.model.predictor import Predictor, ProductInput
+
+    title = "Nike Men Black Running Sports Shoes"
+    (answer,) = Predictor(model).predict([ProductInput("p", title, None, explain=True)])
+    reason = answer.explanation
+    assert reason is not None and reason["category"] == answer.top[0][0]
+    assert reason["category"].endswith("Shoes")
+    top_words = [w["word"] for w in reason["words"][:2]]
+    assert "shoes" in top_words or "sports" in top_words, reason["words"]
+    assert reason["photo"] is None  # no photo: nothing to share the decision with
+    assert len(reason["neighbours"]) == 3
 
 
 def test_linear_word_weights_add_up_to_the_blend_words_part_exactly(
