@@ -7,11 +7,13 @@ Takes a model trained by `prodcat train` on the fashion catalogue (it holds its 
    up to `--n` products (a seeded draw) whose title has more than 2 distinct words, remove the
    explanation's top 2 words, and (3 draws) 2 random words, and count how often the answer
    changes; for each word method ("occlusion", "linear").
-2. **Cost in the API**: the REST app in process (`TestClient`, no network), `--latency` products
-   of the test part as single multipart requests, each sent with explain=false and with
-   explain=true in alternation (the order flips every product); per product the difference of
+2. **Cost in the API**, for each word method: the REST app in process (`TestClient`, no
+   network), `--latency` products of the test part as single multipart requests, each sent with
+   explain=false and with explain=true in alternation (the order flips every product); per
+   product the difference of
    the two total times, and of the model's own time (`head_ms`, where explanations are computed):
-   medians. Then the same products in batches of 32 through /v1/predict/batch.
+   medians. Then the same products in batches of 32 through /v1/predict/batch (with and without,
+   in alternation): the median time per product.
 3. **Index size**: the model's `neighbours/` folder.
 
     prodcat train ../shared/datasets/fashion-products/products.csv \\
@@ -52,7 +54,8 @@ def main() -> None:
     parser.add_argument("--part", choices=("validation", "test"), default="validation")
     parser.add_argument("--n", type=int, default=2000, help="products in the deletion test")
     parser.add_argument("--latency", type=int, default=200, help="products timed in the API")
-    parser.add_argument("--methods", default="occlusion,linear")
+    parser.add_argument("--methods", default="occlusion,linear", help="deletion test's")
+    parser.add_argument("--api-methods", default="linear,occlusion", help="timed in the API")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
@@ -81,8 +84,11 @@ def main() -> None:
         print(f"deletion test, {method}: {row}")
 
     timed = _draw([p for p in parts["test"] if _label(p) in known], args.latency, args.seed + 1)
-    figures["api"] = api_cost(args.model, timed)
-    print(f"API cost: {json.dumps(figures['api'], indent=1)}")
+    figures["api"] = {}
+    for method in args.api_methods.split(","):
+        ex.WORD_METHOD = method  # what the API's explanations use, in this process
+        figures["api"][method] = api_cost(args.model, timed)
+        print(f"API cost, words by {method}: {json.dumps(figures['api'][method], indent=1)}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
 
@@ -107,13 +113,12 @@ def api_cost(model_dir: Path, products: list[Product]) -> dict[str, Any]:
             order = (False, True) if i % 2 == 0 else (True, False)
             for explain in order:
                 single[explain].append(_single(api, product, photos[product.id], explain))
-        batches = {
-            explain: [
-                _batch(api, products[s : s + BATCH], photos, explain)
-                for s in range(0, len(products) - BATCH + 1, BATCH)
-            ]
-            for explain in (False, True)
-        }
+        batches: dict[bool, list[float]] = {False: [], True: []}
+        size = min(BATCH, len(products))
+        for k, start in enumerate(range(0, len(products) - size + 1, size)):
+            for explain in (False, True) if k % 2 == 0 else (True, False):
+                chunk = products[start : start + size]
+                batches[explain].append(_batch(api, chunk, photos, explain))
     return {
         "products": len(products),
         "single_total_ms": _paired([t for t, _ in single[False]], [t for t, _ in single[True]]),

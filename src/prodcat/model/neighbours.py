@@ -11,6 +11,8 @@ without dense features (the title-only head) embeds titles as hashed words inste
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import safetensors.numpy
+from threadpoolctl import ThreadpoolController
 
 from prodcat.catalogue import Product
 from prodcat.encoders.hashing import HashedWordsEncoder
@@ -34,6 +37,7 @@ MAX_PCA_ROWS = 20_000  # the axes are fitted on a random subset at most this lar
 SOURCES = ("image", "text")
 WORDS = "words"  # the hashed-words source of a model that reads no dense features
 WORDS_DIM = 4096
+FEW_ROWS = 64
 
 
 class NeighbourIndexError(ValueError):
@@ -131,7 +135,10 @@ class NeighbourIndex:
         """The `k` most similar training products of each product, most similar first."""
         if len(self) == 0 or len(inputs) == 0:
             return [[] for _ in range(len(inputs))]
-        sims = self.embed(inputs) @ self._bank.T
+        # BLAS threads cost more than they save on a few rows (the API's case): one thread then.
+        few = len(inputs) <= FEW_ROWS
+        with _blas().limit(limits=1, user_api="blas") if few else contextlib.nullcontext():
+            sims = self.embed(inputs) @ self._bank.T
         k = min(k, len(self))
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         out = []
@@ -233,6 +240,12 @@ def _embed(projections: dict[str, Projection], inputs: Inputs) -> np.ndarray:
     out = np.hstack(blocks)
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return np.asarray(out / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """Scanning the loaded BLAS libraries costs milliseconds: once."""
+    return ThreadpoolController()
 
 
 def _fit_projection(rows: np.ndarray, rng: np.random.Generator) -> Projection:
