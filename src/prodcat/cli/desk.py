@@ -70,6 +70,13 @@ def queue_cmd(
         int | None,
         typer.Option(metavar="N", help="Make the audit draw reproducible (default: random)."),
     ] = None,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain/--no-explain",
+            help="Store the model's reasons for the queued products; the desk shows them.",
+        ),
+    ] = True,
 ) -> None:
     """Queue the products the model is unsure of for people, with its top-5 suggestions.
 
@@ -87,7 +94,13 @@ def queue_cmd(
     cat = common.load_catalogue_or_exit(catalogue, mapping, require_labels=False)
     database = _db(db)
     result = build_queue(
-        database, model, cat, cache=FeatureCache(cache_dir), audit_rate=audit_rate, seed=seed
+        database,
+        model,
+        cat,
+        cache=FeatureCache(cache_dir),
+        audit_rate=audit_rate,
+        seed=seed,
+        explain=explain,
     )
     common.out.print(
         f"{result.queued:,} products for people ({result.audits:,} of them blind audits of "

@@ -67,6 +67,14 @@ def predict_cmd(
     engine: Engine = "local",
     ray_address: RayAddress = None,
     workers: Workers = None,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Add each answer's reasons: the title words that decided, photo against title, "
+            "the 3 nearest training products (docs/explain.md).",
+        ),
+    ] = False,
 ) -> None:
     """Label products from a file; rows that cannot be read get an error, the batch goes on.
 
@@ -87,12 +95,16 @@ def predict_cmd(
     shown = parse_modalities_or_exit(modalities)
     loaded = load_model_or_exit(model_dir)  # a bad model fails here, before any cluster starts
     if engine == "ray":
+        if explain:
+            fail("--explain works with --engine local only (the Ray engine writes no reasons yet)")
         options = (min_confidence, threshold, shown)
         line = _predict_ray(model_dir, catalogue, target, mapping, options, ray_address, workers)
     elif engine == "local":
         if ray_address is not None or workers is not None:
             fail("--ray-address and --workers need --engine ray")
-        line = _predict_local(loaded, catalogue, target, mapping, shown, min_confidence, threshold)
+        line = _predict_local(
+            loaded, catalogue, target, mapping, shown, min_confidence, threshold, explain
+        )
     else:
         fail(f"--engine {engine}: expected local or ray")
     out.print(line)
@@ -106,6 +118,7 @@ def _predict_local(
     shown: frozenset[str] | None,
     min_confidence: float | None,
     threshold: float | None,
+    explain: bool = False,
 ) -> str:
     from prodcat.gate.gate import DECISIONS
     from prodcat.model.predictions_file import PredictionsWriter, Tally, prediction_records
@@ -116,14 +129,18 @@ def _predict_local(
     # loading only checks that the files exist, so an unreadable photo does not reject its row.
     cat = load_catalogue_or_exit(catalogue, mapping, require_labels=False, verify_images=False)
     answers = Predictor(loaded).predict_products(
-        cat.products, min_confidence=min_confidence, threshold=threshold, modalities=shown
+        cat.products,
+        min_confidence=min_confidence,
+        threshold=threshold,
+        modalities=shown,
+        explain=explain,
     )
     rejected = [rejected_row(pr.id or f"line {pr.row}", pr.message) for pr in cat.rejected]
     labelled = any(p.label for p in cat.products)
     records = prediction_records(answers + rejected, cat.products, labelled)
     tally = Tally(DECISIONS)
     tally.add(records)
-    with PredictionsWriter(target, labelled) as writer:
+    with PredictionsWriter(target, labelled, explained=explain) as writer:
         writer.write(records)
     return tally.summary(target.path, cat.labelled)
 

@@ -210,6 +210,17 @@ def create_app(db: Database) -> FastAPI:
             raise HTTPException(404, f"product {product_id!r} has no photo in the queue")
         return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
 
+    @app.get("/image/{product_id}/neighbour/{k}")
+    def neighbour_image(product_id: str, k: int, _user: UserDep) -> Response:
+        """The photo of the k-th training product near a queued one: the path comes from the
+        reasons `prodcat queue` stored, never from the URL."""
+        with db.session() as s:
+            item = s.get(QueueItem, product_id)
+        path = neighbour_photo(item.explanation_json if item else None, k)
+        if path is None or path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            raise HTTPException(404, f"product {product_id!r} has no neighbour photo {k}")
+        return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+
     # -- admin ----------------------------------------------------------------------------
     @app.get("/admin")
     def admin(request: Request, user: AdminDep) -> Response:
@@ -245,6 +256,15 @@ def create_app(db: Database) -> FastAPI:
         return RedirectResponse("/admin", status_code=303)
 
     return app
+
+
+def neighbour_photo(explanation_json: str | None, k: int) -> Path | None:
+    """The photo path of the k-th neighbour in a queued product's stored reasons, if any."""
+    if not explanation_json:
+        return None
+    neighbours = json.loads(explanation_json).get("neighbours", [])
+    photo = neighbours[k].get("photo") if 0 <= k < len(neighbours) else None
+    return Path(photo) if photo else None
 
 
 def _local(url: str) -> str:

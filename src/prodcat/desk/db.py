@@ -63,6 +63,8 @@ class QueueItem(Base):
     # A label check (decision "check", `prodcat audit --to-desk`): the catalogue's own label,
     # offered among the options unmarked; None for every other item.
     given_category: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Why the model answered so (`prodcat.model.explain`), for queued products: JSON or None.
+    explanation_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     model_version: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

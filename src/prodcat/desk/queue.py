@@ -28,7 +28,9 @@ from prodcat.catalogue import Catalogue, Product
 from prodcat.desk.db import Database, QueueItem, ReviewAnswer, Setting, put_setting, utcnow
 from prodcat.features.cache import FeatureCache
 from prodcat.model.bundle import Model
+from prodcat.model.explain import explain_encoded
 from prodcat.model.prediction import Prediction
+from prodcat.model.predictor import Predictor
 
 QUEUED_DECISIONS = ("review", "unknown")
 DEFAULT_AUDIT_RATE = 0.02
@@ -53,9 +55,11 @@ def build_queue(
     cache: FeatureCache | None = None,
     audit_rate: float = DEFAULT_AUDIT_RATE,
     seed: int | None = None,
+    explain: bool = False,
 ) -> QueueResult:
     """Predict `catalogue` with a saved `model` and queue (or auto-label) every product; a random
-    `audit_rate` share of the accepted ones is queued as blind audits (`seed`: reproducible)."""
+    `audit_rate` share of the accepted ones is queued as blind audits (`seed`: reproducible).
+    `explain`: the queued products get the model's reasons, which the desk shows."""
     if not model.version:
         raise ValueError("the model was never saved: save it first, the queue records its version")
     products = list(catalogue.products if isinstance(catalogue, Catalogue) else catalogue)
@@ -63,11 +67,42 @@ def build_queue(
     result = record_predictions(
         db, products, predictions, model.version, audit_rate=audit_rate, seed=seed
     )
+    if explain:
+        explain_queued(db, model, products, cache)
     record_model(db, model)
     add_to_taxonomy(db, model.classes)
     if isinstance(catalogue, Catalogue) and catalogue.labelled:
         add_to_taxonomy(db, [" > ".join(p.label) for p in products if p.label])
     return result
+
+
+def explain_queued(
+    db: Database, model: Model, products: Sequence[Product], cache: FeatureCache | None = None
+) -> int:
+    """Store the model's reasons for those of `products` waiting for people without any yet (a
+    re-scored product lost its old ones); returns how many were explained."""
+    by_id = {p.id: p for p in products}
+    with db.session() as s:
+        waiting = s.scalars(
+            select(QueueItem.product_id).where(
+                QueueItem.queued, QueueItem.explanation_json.is_(None)
+            )
+        )
+        todo = [by_id[pid] for pid in waiting if pid in by_id]
+    if not todo:
+        return 0
+    reasons: list[dict[str, object] | None]
+    if cache is not None:
+        reasons = list(explain_encoded(model, todo, cache))
+    else:
+        answers = Predictor(model).predict_products(todo, explain=True)
+        reasons = [a.explanation for a in answers]
+    with db.session() as s, s.begin():
+        for product, reason in zip(todo, reasons, strict=True):
+            item = s.get(QueueItem, product.id)
+            if item is not None and reason is not None:
+                item.explanation_json = json.dumps(reason, ensure_ascii=False)
+    return len(todo)
 
 
 @dataclass(frozen=True)
@@ -171,6 +206,7 @@ def _item_values(
         "gate_case": "+".join(pred.modalities) or None,
         "ood_score": pred.ood_score,
         "top_json": json.dumps([[c, round(float(p), 6)] for c, p in pred.top]),
+        "explanation_json": None,  # this answer's reasons come with `explain_queued`
         "model_version": version,
         "given_category": None,  # a label check re-scored by a model becomes a plain item
         "updated_at": utcnow(),

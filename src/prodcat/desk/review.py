@@ -42,6 +42,7 @@ class Task:
     ood_score: float | None
     model_version: str
     has_image: bool
+    explanation: dict[str, Any] | None = None  # the model's reasons (`prodcat queue --explain`)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -52,7 +53,23 @@ class Task:
             "ood_score": self.ood_score,
             "model_version": self.model_version,
             "image_url": f"/image/{self.product_id}" if self.has_image else None,
+            "explanation": shown_explanation(self.product_id, self.explanation),
         }
+
+
+def shown_explanation(product_id: str, explanation: dict[str, Any] | None) -> Any:
+    """The reasons as the desk shows them: each neighbour's photo as a desk URL (served only when
+    its file exists), never the server's path."""
+    if explanation is None:
+        return None
+    neighbours = [
+        {
+            **{k: v for k, v in n.items() if k != "photo"},
+            "image_url": f"/image/{product_id}/neighbour/{k}" if n.get("photo") else None,
+        }
+        for k, n in enumerate(explanation.get("neighbours", []))
+    ]
+    return {**explanation, "neighbours": neighbours}
 
 
 def task_of(item: QueueItem) -> Task:
@@ -67,6 +84,7 @@ def task_of(item: QueueItem) -> Task:
         ood_score=item.ood_score,
         model_version=item.model_version,
         has_image=bool(item.image_path),
+        explanation=json.loads(item.explanation_json) if item.explanation_json else None,
     )
 
 

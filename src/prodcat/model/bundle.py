@@ -46,6 +46,7 @@ from prodcat.model.encoder_files import (
     file_hashes,
     save_encoder_files,
 )
+from prodcat.model.neighbours import NeighbourIndex
 from prodcat.model.prediction import TOP_K, Prediction
 from prodcat.monitor.observations import Observations, photo_side
 from prodcat.monitor.reference import REFERENCE_FILE, Reference
@@ -82,6 +83,9 @@ class Model:
     # The validation part's summary the drift alarm compares batches with (None: trained before
     # the alarm existed).
     reference: Reference | None = None
+    # The training products' embeddings the explanations show the nearest of (None: trained
+    # before explanations existed; `prodcat.model.neighbours`).
+    neighbours: NeighbourIndex | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -272,6 +276,8 @@ class Model:
             self.gate.save(folder / "gate")
         if self.reference is not None:
             self.reference.save(folder / REFERENCE_FILE)
+        if self.neighbours is not None:
+            self.neighbours.save(folder)
         files = self._save_encoder_files(folder)
         config = {
             "format": MODEL_FORMAT,
@@ -339,6 +345,7 @@ class Model:
             folder=folder,
             version=model_version(folder),
             reference=_load_reference(folder),
+            neighbours=NeighbourIndex.load(folder),
         )
 
 

@@ -21,8 +21,11 @@ class Prediction:
     ood_score: float | None = None
     modalities: list[str] = field(default_factory=list)  # what the answer was made from
     error: str | None = None
+    # Why (`prodcat.model.explain`), when asked for: words, photo / title shares, neighbours.
+    explanation: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        explained = {} if self.explanation is None else {"explanation": self.explanation}
         return {
             "id": self.id,
             "category": self.category,
@@ -33,4 +36,5 @@ class Prediction:
             "ood_score": self.ood_score,
             "modalities": self.modalities,
             "error": self.error,
+            **explained,
         }

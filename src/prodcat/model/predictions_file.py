@@ -6,6 +6,9 @@ Its names never collide with a catalogue's when the two are joined on `id`: the 
 and when the input is labelled its label as `true_category` with `correct` (the predicted category
 is exactly the true one; an ancestor chosen by `--min-confidence` is not). CSV flattens the top-5
 into `top1` ... `top5_probability`; JSONL and Parquet keep them as a list.
+Predictions with their reasons (`prodcat predict --explain`) add `explanation` (a JSON object;
+a JSON string in CSV and Parquet) and, in CSV, `top_words`: the title words that pushed most
+towards the answer.
 
 Both engines (`--engine local` and `ray`) write through `PredictionsWriter`, a row at a time, so
 the two files match byte for byte when the answers do.
@@ -66,6 +69,10 @@ def parse_target(text: str | Path) -> Target:
     return Target(path, suffix, folder)
 
 
+EXPLANATION_COLUMNS = ("top_words", "explanation")
+TOP_WORDS = 3
+
+
 def write_predictions(
     path: str | Path, predictions: Sequence[Prediction], products: Sequence[Product] = ()
 ) -> Path:
@@ -73,7 +80,8 @@ def write_predictions(
     folder); `products` (matched by id) give each row its input title and, when any is
     labelled, the truth columns."""
     labelled = any(p.label for p in products)
-    with PredictionsWriter(parse_target(path), labelled) as writer:
+    explained = any(p.explanation is not None for p in predictions)
+    with PredictionsWriter(parse_target(path), labelled, explained=explained) as writer:
         writer.write(prediction_records(predictions, products, labelled))
     return Path(path)
 
@@ -89,9 +97,17 @@ def prediction_records(
 class PredictionsWriter:
     """Writes prediction records as they come: one file, or shards of `SHARD_ROWS` rows."""
 
-    def __init__(self, target: Target, labelled: bool, *, shard_rows: int = SHARD_ROWS) -> None:
+    def __init__(
+        self,
+        target: Target,
+        labelled: bool,
+        *,
+        explained: bool = False,
+        shard_rows: int = SHARD_ROWS,
+    ) -> None:
         self.target = target
         self.labelled = labelled
+        self.explained = explained  # the records carry their reasons (`--explain`)
         self.shard_rows = shard_rows
         self.rows = 0
         self._in_shard = 0
@@ -159,19 +175,21 @@ class PredictionsWriter:
         if self.target.suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            self._parquet = pq.ParquetWriter(tmp, parquet_schema(self.labelled))
+            self._parquet = pq.ParquetWriter(tmp, parquet_schema(self.labelled, self.explained))
             return
         self._handle = tmp.open("w", encoding="utf-8", newline="")
         if self.target.suffix == ".csv":
-            self._csv = csv.DictWriter(self._handle, fieldnames=csv_columns(self.labelled))
+            columns = csv_columns(self.labelled, self.explained)
+            self._csv = csv.DictWriter(self._handle, fieldnames=columns)
             self._csv.writeheader()
 
     def _write_part(self, records: Sequence[dict[str, Any]]) -> None:
         if self._parquet is not None:
             import pyarrow as pa
 
-            schema = parquet_schema(self.labelled)
-            self._parquet.write_table(pa.Table.from_pylist(list(records), schema=schema))
+            schema = parquet_schema(self.labelled, self.explained)
+            rows = [_parquet_row(record) for record in records]
+            self._parquet.write_table(pa.Table.from_pylist(rows, schema=schema))
         elif self._csv is not None:
             self._csv.writerows(_csv_row(record) for record in records)
         elif self._handle is not None:
@@ -191,8 +209,9 @@ class PredictionsWriter:
             self._tmp = None
 
 
-def parquet_schema(labelled: bool) -> Any:
-    """The Parquet columns: the JSONL record's, typed (the top-5 a list of structs)."""
+def parquet_schema(labelled: bool, explained: bool = False) -> Any:
+    """The Parquet columns: the JSONL record's, typed (the top-5 a list of structs; the
+    explanation, when asked for, a JSON string)."""
     import pyarrow as pa
 
     fields = [
@@ -212,11 +231,20 @@ def parquet_schema(labelled: bool) -> Any:
         ("top", pa.list_(top)),
         ("error", pa.string()),
     ]
+    if explained:
+        fields.append(("explanation", pa.string()))
     return pa.schema(fields)
 
 
-def csv_columns(labelled: bool) -> list[str]:
-    """The CSV header: the truth columns only when the input was labelled."""
+def _parquet_row(record: dict[str, Any]) -> dict[str, Any]:
+    if "explanation" not in record:
+        return record
+    return record | {"explanation": json.dumps(record["explanation"], ensure_ascii=False)}
+
+
+def csv_columns(labelled: bool, explained: bool = False) -> list[str]:
+    """The CSV header: the truth columns only when the input was labelled, the explanation
+    columns only when the predictions carry their reasons."""
     columns = ["id", "input_title", *ANSWER_COLUMNS]
     if labelled:
         columns += TRUTH_COLUMNS
@@ -224,6 +252,8 @@ def csv_columns(labelled: bool) -> list[str]:
     for k in range(1, TOP_K + 1):
         columns += [f"top{k}", f"top{k}_probability"]
     columns.append("error")
+    if explained:
+        columns += EXPLANATION_COLUMNS
     return columns
 
 
@@ -285,11 +315,20 @@ def prediction_record(p: Prediction, product: Product | None, labelled: bool) ->
         "top": [{"category": c, "probability": q} for c, q in p.top],
         "error": p.error,
     }
+    if p.explanation is not None:
+        record["explanation"] = p.explanation
     return record
 
 
 def _csv_row(record: dict[str, Any]) -> dict[str, str]:
-    row = {key: _csv_value(value) for key, value in record.items() if key != "top"}
+    row = {
+        key: _csv_value(value) for key, value in record.items() if key not in ("top", "explanation")
+    }
+    if "explanation" in record:
+        explanation = record["explanation"]
+        row["explanation"] = json.dumps(explanation, ensure_ascii=False)
+        pushes = [w for w in explanation["words"] if w["weight"] > 0][:TOP_WORDS]
+        row["top_words"] = " ".join(w["word"] for w in pushes)
     row["level_probabilities"] = " | ".join(f"{x:.6f}" for x in record["level_probabilities"])
     row["modalities"] = "+".join(record["modalities"])
     for k, entry in enumerate(record["top"], start=1):

@@ -36,11 +36,13 @@ PREFETCH = 2
 
 @dataclass(frozen=True)
 class ProductInput:
-    """One product to label: its id, title ('' if none) and photo (encoded bytes, a file, None)."""
+    """One product to label: its id, title ('' if none) and photo (encoded bytes, a file, None);
+    `explain`: its answer carries its reasons (`prodcat.model.explain`)."""
 
     id: str
     title: str = ""
     image: bytes | Path | None = None
+    explain: bool = False
 
 
 @dataclass
@@ -171,8 +173,23 @@ class Predictor:
             threshold=threshold,
             logits=logits,
         )
+        self._explain(items, inputs, logits, answers)
         timings.head_ms = (time.perf_counter() - t0) * 1000
         return answers, timings
+
+    def _explain(
+        self,
+        items: Sequence[ProductInput],
+        inputs: Inputs,
+        logits: np.ndarray,
+        answers: list[Prediction],
+    ) -> None:
+        """Attach the reasons of the items that asked for them."""
+        rows = [i for i, item in enumerate(items) if item.explain]
+        if rows:
+            from prodcat.model.explain import attach, title_encoding
+
+            attach(self.model, inputs, logits, answers, rows, title_encoding(self.text_encoders))
 
     # -- conveniences ------------------------------------------------------------------------
     def predict(
@@ -189,20 +206,22 @@ class Predictor:
         threshold: float | None = None,
         modalities: Collection[str] | None = None,
         chunk: int = CHUNK,
+        explain: bool = False,
     ) -> list[Prediction]:
         """Catalogue products, in chunks: two threads read and decode the next chunks while the
-        current one runs through the networks (both release the GIL)."""
+        current one runs through the networks (both release the GIL). `explain`: each answer
+        carries its reasons."""
         answers: list[Prediction] = []
-        for prepared in self.prepare_chunks(products, chunk=chunk):
+        for prepared in self.prepare_chunks(products, chunk=chunk, explain=explain):
             answers += self.run(
                 prepared, min_confidence=min_confidence, threshold=threshold, modalities=modalities
             )[0]
         return answers
 
     def prepare_chunks(
-        self, products: Sequence[Product], *, chunk: int = CHUNK
+        self, products: Sequence[Product], *, chunk: int = CHUNK, explain: bool = False
     ) -> Iterator[Prepared]:
-        items = [ProductInput(p.id, p.text, p.image) for p in products]
+        items = [ProductInput(p.id, p.text, p.image, explain) for p in products]
         chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
         with ThreadPoolExecutor(max_workers=2) as pool:
             futures = [pool.submit(self.prepare, c) for c in chunks[:PREFETCH]]

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prodcat import __version__
 
+from .explanations import ExplainFlag, explanation_out
 from .metrics import Metrics
 from .multipart import MultipartError, parse_multipart
 from .predictor import InputError, ServiceAnswer, ServicePredictor, decode_base64
@@ -173,11 +174,11 @@ def _v1_routes(settings: Settings, service: ServicePredictor, metrics: Metrics) 
         tags=["predict"],
         openapi_extra={"requestBody": _predict_body()},
     )
-    async def predict(request: Request) -> PredictionOut:
+    async def predict(request: Request, explain: ExplainFlag = False) -> PredictionOut:
         """One product: multipart (`image` file, `title`, `id`) or JSON (`title`,
         `image_base64`, `id`). Either the title or the photo may be missing, not both."""
         received = time.perf_counter()
-        item, image_field = await _read_product(request, service)
+        item, image_field = await _read_product(request, service, explain)
         prepared = await run_in_threadpool(service.prepare, item, image_field)
         (answer,) = await service.answer(prepared)
         metrics.count_decisions([answer])
@@ -188,7 +189,7 @@ def _v1_routes(settings: Settings, service: ServicePredictor, metrics: Metrics) 
         tags=["predict"],
         openapi_extra={"requestBody": _json_body("BatchIn")},
     )
-    async def predict_batch(request: Request) -> BatchOut:
+    async def predict_batch(request: Request, explain: ExplainFlag = False) -> BatchOut:
         """Up to `max_batch_items` products as JSON; each is answered or given its own error."""
         received = time.perf_counter()
         _check_content_type(request, ("application/json",))
@@ -205,7 +206,7 @@ def _v1_routes(settings: Settings, service: ServicePredictor, metrics: Metrics) 
         items = []
         for i, product in enumerate(batch.items):
             try:
-                items.append(_json_item(product, service, prefix=f"items[{i}]."))
+                items.append(_json_item(product, service, f"items[{i}].", explain))
                 good.append(i)
             except InputError as exc:
                 results[i].error = ErrorOut(detail=str(exc), field=exc.field)
@@ -259,12 +260,14 @@ def _v1_routes(settings: Settings, service: ServicePredictor, metrics: Metrics) 
     return router
 
 
-async def _read_product(request: Request, service: ServicePredictor) -> tuple[Any, str]:
+async def _read_product(
+    request: Request, service: ServicePredictor, explain: bool = False
+) -> tuple[Any, str]:
     """The product of a /v1/predict request and the name of its photo field."""
     kind = _check_content_type(request, ("multipart/form-data", "application/json"))
     body = await request.body()
     if kind == "application/json":
-        return _json_item(_validate(ProductIn, body), service), "image_base64"
+        return _json_item(_validate(ProductIn, body), service, explain=explain), "image_base64"
     try:
         parts = parse_multipart(body, request.headers["content-type"])
         unknown = sorted(set(parts) - set(MULTIPART_FIELDS))
@@ -283,16 +286,19 @@ async def _read_product(request: Request, service: ServicePredictor) -> tuple[An
             "the field 'image' is not a file part; send the photo as a file (filename=...)",
             field="image",
         )
-    return service.product_input(pid, title, image.data if image else None), "image"
+    image_bytes = image.data if image else None
+    return service.product_input(pid, title, image_bytes, explain=explain), "image"
 
 
-def _json_item(product: ProductIn, service: ServicePredictor, prefix: str = "") -> Any:
+def _json_item(
+    product: ProductIn, service: ServicePredictor, prefix: str = "", explain: bool = False
+) -> Any:
     image = None
     if product.image_base64 is not None:
         image = decode_base64(
             product.image_base64, service.settings.max_image_bytes, field=f"{prefix}image_base64"
         )
-    return service.product_input(product.id, product.title, image, prefix=prefix)
+    return service.product_input(product.id, product.title, image, prefix=prefix, explain=explain)
 
 
 def _check_content_type(request: Request, accepted: tuple[str, ...]) -> str:
@@ -364,6 +370,7 @@ def _prediction_out(
         timings=TimingsOut(
             **answer.timings, total_ms=round((time.perf_counter() - received) * 1000, 3)
         ),
+        explanation=explanation_out(p.explanation),
     )
 
 

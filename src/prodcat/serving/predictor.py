@@ -137,9 +137,16 @@ class ServicePredictor:
 
     # -- requests ---------------------------------------------------------------------------
     def product_input(
-        self, index: str | None, title: object, image: bytes | None, *, prefix: str = ""
+        self,
+        index: str | None,
+        title: object,
+        image: bytes | None,
+        *,
+        prefix: str = "",
+        explain: bool = False,
     ) -> ProductInput:
-        """Check one product's fields; refuses a product with neither a title nor a photo."""
+        """Check one product's fields; refuses a product with neither a title nor a photo.
+        `explain`: its answer carries its reasons."""
         clean = check_title(title, self.settings.max_title_chars, field=f"{prefix}title")
         if image is not None and len(image) > self.settings.max_image_bytes:
             raise InputError(
@@ -153,7 +160,7 @@ class ServicePredictor:
                 "the product has neither a title nor an image; send a title, an image or both",
                 field=f"{prefix}title",
             )
-        return ProductInput(index or "", clean, image)
+        return ProductInput(index or "", clean, image, explain)
 
     def prepare(self, item: ProductInput, image_field: str) -> Prepared:
         """Decode the photo (run in a worker thread); a photo that fails is an InputError."""

@@ -44,6 +44,35 @@ class TimingsOut(BaseModel):
     batch_size: int = Field(description="Products encoded together with this one.")
 
 
+class WordOut(BaseModel):
+    word: str
+    weight: float = Field(
+        description="How far the word moves the score towards the answer and away from the "
+        "runner-up (logit units; negative: it argues for the runner-up)."
+    )
+
+
+class NeighbourOut(BaseModel):
+    id: str
+    title: str
+    category: str
+    similarity: float = Field(description="Cosine similarity in the model's input space.")
+
+
+class ExplanationOut(BaseModel):
+    """Why the model answered this (docs/explain.md); only with `explain=true`."""
+
+    category: str = Field(description="The category explained: the most probable leaf.")
+    runner_up: str | None
+    words: list[WordOut] = Field(description="The title's words, strongest push first.")
+    word_method: str
+    photo: float | None = Field(description="The photo's share of the decision (Shapley).")
+    title: float | None = Field(description="The title's share of the decision (Shapley).")
+    photo_alone: float | None = Field(description="The category's probability from the photo.")
+    title_alone: float | None = Field(description="The category's probability from the title.")
+    neighbours: list[NeighbourOut] = Field(description="The 3 most similar training products.")
+
+
 class PredictionOut(BaseModel):
     id: str | None
     category: str = Field(description="The category path, 'Footwear > Shoes > Sports Shoes'.")
@@ -58,6 +87,9 @@ class PredictionOut(BaseModel):
     modalities: list[Literal["image", "text"]] = Field(description="What the answer was made from.")
     model_version: str
     timings: TimingsOut
+    explanation: ExplanationOut | None = Field(
+        default=None, description="The answer's reasons, when asked for with explain=true."
+    )
 
 
 class ErrorOut(BaseModel):

@@ -25,6 +25,7 @@ from prodcat.gate.certificate import CaseData
 from prodcat.gate.gate import DEFAULT_TARGET_ACCURACY, class_indices, fit_gate
 from prodcat.heads import HEAD_NAMES, Head, Inputs, head_class
 from prodcat.model.bundle import Model, training_fingerprint
+from prodcat.model.neighbours import NeighbourIndex
 from prodcat.monitor.reference import Reference
 from prodcat.progress import training_progress
 from prodcat.taxonomy.tree import format_path
@@ -266,6 +267,8 @@ def train(
             eval_set=(inputs.subset(val_index), [_label(everything[i]) for i in val_index]),
         )
     seconds["fit"] = time.perf_counter() - fit_start
+    # The nearest training products an explanation shows (`prodcat.model.explain`).
+    model.neighbours = NeighbourIndex.build(train_part, inputs.subset(np.arange(n_train)))
 
     val_inputs = inputs.subset(np.arange(n_train, n_train + n_val))
     test_inputs = inputs.subset(np.arange(n_train + n_val, len(everything)))

@@ -57,6 +57,43 @@
       b.addEventListener("click", () => choose(s.category, false));
       const li = document.createElement("li"); li.append(b); list.append(li);
     });
+    showWhy(t.explanation);
+  }
+
+  // The model's reasons beside its suggestions: words, photo against title, similar products.
+  function showWhy(e) {
+    const why = $("why");
+    why.hidden = !e;
+    if (!e) return;
+    $("why-category").textContent = e.category;
+    $("why-runner").textContent = e.runner_up || "-";
+    const pct = (x) => (100 * x).toFixed(0) + "%";
+    $("why-shares").textContent = e.photo === null ? "" :
+      `photo ${pct(e.photo)} · title ${pct(e.title)} of the decision ` +
+      `(alone: photo ${pct(e.photo_alone)}, title ${pct(e.title_alone)})`;
+    const words = $("why-words");
+    words.replaceChildren();
+    e.words.forEach((w) => {
+      const s = document.createElement("span");
+      s.className = w.weight >= 0 ? "word for" : "word against";
+      s.textContent = `${w.word} ${w.weight >= 0 ? "+" : ""}${w.weight.toFixed(2)}`;
+      words.append(s, " ");
+    });
+    const list = $("why-neighbours");
+    list.replaceChildren();
+    e.neighbours.forEach((n) => {
+      const li = document.createElement("li");
+      if (n.image_url) {
+        const img = document.createElement("img");
+        img.src = n.image_url; img.alt = ""; img.className = "thumb";
+        img.addEventListener("error", () => img.remove());  // the file is gone: no photo
+        li.append(img);
+      }
+      const text = document.createElement("span");
+      text.textContent = `${n.title} — ${n.category} (${n.similarity.toFixed(2)})`;
+      li.append(text);
+      list.append(li);
+    });
   }
 
   async function next() {
