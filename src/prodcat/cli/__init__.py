@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from prodcat import __version__
-from prodcat.cli import catalogue, demo, desk, monitor, prediction, training
+from prodcat.cli import catalogue, demo, desk, extend, monitor, prediction, training
 
 app = typer.Typer(
     help="prodcat: put products into the categories of a taxonomy from a photo and a title.",
@@ -46,7 +46,7 @@ def _main(
     """prodcat: put products into the categories of a taxonomy from a photo and a title."""
 
 
-for _group in (catalogue, training, prediction, monitor, demo, desk):
+for _group in (catalogue, training, prediction, monitor, demo, desk, extend):
     _group.register(app)
 
 __all__ = ["app"]

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from prodcat.desk.retune import RetuneResult
 
 DEFAULT_AUDIT_RATE = 0.02  # prodcat.desk.queue.DEFAULT_AUDIT_RATE (--help imports no desk module)
+DEFAULT_PROPOSAL_ANSWERS = 3  # prodcat.desk.queue.DEFAULT_PROPOSAL_ANSWERS
 
 DbUrl = Annotated[
     str,
@@ -70,6 +71,15 @@ def queue_cmd(
         int | None,
         typer.Option(metavar="N", help="Make the audit draw reproducible (default: random)."),
     ] = None,
+    proposal_answers: Annotated[
+        int,
+        typer.Option(
+            metavar="K",
+            min=1,
+            help="Offer a category proposed at the desk among the suggestions once it has K "
+            "answers (added to the model without retraining, never accepted).",
+        ),
+    ] = DEFAULT_PROPOSAL_ANSWERS,
 ) -> None:
     """Queue the products the model is unsure of for people, with its top-5 suggestions.
 
@@ -87,8 +97,16 @@ def queue_cmd(
     cat = common.load_catalogue_or_exit(catalogue, mapping, require_labels=False)
     database = _db(db)
     result = build_queue(
-        database, model, cat, cache=FeatureCache(cache_dir), audit_rate=audit_rate, seed=seed
+        database,
+        model,
+        cat,
+        cache=FeatureCache(cache_dir),
+        audit_rate=audit_rate,
+        seed=seed,
+        proposal_answers=proposal_answers,
     )
+    if result.offered:
+        common.out.print(f"proposed categories now suggested: {', '.join(result.offered)}")
     common.out.print(
         f"{result.queued:,} products for people ({result.audits:,} of them blind audits of "
         f"accepted ones), {result.auto_labelled:,} auto-labelled; "

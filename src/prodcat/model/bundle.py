@@ -34,6 +34,14 @@ from prodcat.gate.gate import Gate
 from prodcat.heads import Head, Inputs
 from prodcat.heads.inputs import restrict
 from prodcat.heads.onnx_runtime import export_head_onnx, load_predict_head
+from prodcat.model.extension import (
+    EXTENSION_DIR,
+    SAMPLE_FILE,
+    CalibrationSample,
+    Extension,
+    load_extension,
+    load_sample,
+)
 from prodcat.model.prediction import TOP_K, Prediction
 from prodcat.monitor.observations import Observations, photo_side
 from prodcat.monitor.reference import REFERENCE_FILE, Reference
@@ -72,10 +80,15 @@ class Model:
     # The validation part's summary the drift alarm compares batches with (None: trained before
     # the alarm existed).
     reference: Reference | None = None
+    # Classes added without retraining (`prodcat extend`, `prodcat.model.extension`) and the
+    # validation sample an extension is calibrated on (None: none / trained before extend).
+    extension: Extension | None = None
+    extension_sample: CalibrationSample | None = None
 
     @property
     def classes(self) -> list[str]:
-        return [str(c) for c in self.head.classes_]
+        base = [str(c) for c in self.head.classes_]
+        return base + self.extension.classes if self.extension is not None else base
 
     @property
     def head_kind(self) -> str:
@@ -160,16 +173,22 @@ class Model:
     def predict_proba(self, inputs: Inputs) -> np.ndarray:
         """Calibrated probabilities (each modality case's temperature) once the gate is fitted."""
         if self.gate is None:
-            return self.head.predict_proba(inputs)
-        return self.gate.calibrate(self.head.decision_logits(inputs), inputs)
+            return self._extended(self.head.predict_proba(inputs), inputs)
+        return self._extended(
+            self.gate.calibrate(self.head.decision_logits(inputs), inputs), inputs
+        )
 
     def calibrate(self, logits: np.ndarray, inputs: Inputs) -> np.ndarray:
         """`predict_proba` from the head's logits (computed once when the caller has them)."""
         if self.gate is None:
             from prodcat.gate.calibration import softmax
 
-            return softmax(logits)
-        return self.gate.calibrate(logits, inputs)
+            return self._extended(softmax(logits), inputs)
+        return self._extended(self.gate.calibrate(logits, inputs), inputs)
+
+    def _extended(self, proba: np.ndarray, inputs: Inputs) -> np.ndarray:
+        """The head's probabilities with an extension's classes merged in (as they are without)."""
+        return proba if self.extension is None else self.extension.merge(proba, inputs)
 
     def predictions(
         self,
@@ -232,6 +251,8 @@ class Model:
             return decisions, np.full(len(proba), np.nan)
         if logits is None:
             logits = self.head.decision_logits(inputs)
+        if self.extension is not None:  # the examples of added classes count as known products
+            logits = self.extension.ood_logits(logits, inputs)
         ood = self.gate.ood_scores(inputs, logits)
         cases = self.gate.cases(inputs)
         return self.gate.decide(proba, ood, cases, threshold=threshold), ood
@@ -263,6 +284,7 @@ class Model:
         if self.reference is not None:
             self.reference.save(folder / REFERENCE_FILE)
         files = self._save_encoder_files(folder)
+        self._save_extension_parts(folder)
         config = {
             "format": MODEL_FORMAT,
             "prodcat_version": __version__,
@@ -297,6 +319,13 @@ class Model:
                 shutil.copyfile(path, target)
         return {name: ENCODER_FILE for name in self.encoder_files}
 
+    def _save_extension_parts(self, folder: Path) -> None:
+        """The extension and the calibration sample, where the model has them."""
+        if self.extension is not None:
+            self.extension.save(folder / EXTENSION_DIR)
+        if self.extension_sample is not None:
+            self.extension_sample.save(folder / SAMPLE_FILE)
+
     @classmethod
     def load(cls, folder: str | Path, *, runtime: str = "onnx") -> Model:
         """Open a saved model; runtime "onnx" runs a torch head from its exported graph (no
@@ -306,7 +335,10 @@ class Model:
         files = {name: folder / file for name, file in config.get("encoder_files", {}).items()}
         _check_encoder_versions(config["encoder_versions"], folder, files)
         head = load_predict_head(folder / "head", runtime=runtime)
-        if [str(c) for c in head.classes_] != config["classes"]:
+        extension = load_extension(folder)
+        if [str(c) for c in head.classes_] + (extension.classes if extension else []) != config[
+            "classes"
+        ]:
             raise ModelError(
                 f"{folder}: the head's classes differ from model.json's "
                 f"({len(head.classes_)} vs {len(config['classes'])}); the bundle was edited or "
@@ -325,6 +357,8 @@ class Model:
             folder=folder,
             version=model_version(folder),
             reference=_load_reference(folder),
+            extension=extension,
+            extension_sample=load_sample(folder),
         )
 
 
