@@ -37,6 +37,7 @@ from prodcat.catalogue.split import split_catalogue
 from prodcat.features.cache import FeatureCache
 from prodcat.model.bundle import Model
 from prodcat.model.extending import extend_model
+from prodcat.model.extension import SAMPLE_FILE
 from prodcat.taxonomy.tree import format_path
 from prodcat.training.train import TrainOptions, train, validation_sample
 
@@ -65,7 +66,9 @@ def base_model(cat: Catalogue, held: list[str], folder: Path, cache: FeatureCach
     kept = replace(cat, products=[p for p in cat.products if p.label and p.label[-1] not in held])
     if not (folder / "model.json").exists():
         started = time.perf_counter()
-        result = train(kept, TrainOptions(min_class_count=20), cache=cache, progress=False)
+        result = train(
+            kept, TrainOptions(min_class_count=20, calibration_folds=0), cache=cache, progress=False
+        )
         result.model.save(folder)
         print(f"trained in {time.perf_counter() - started:.0f} s", flush=True)
     model = Model.load(folder)
@@ -73,7 +76,7 @@ def base_model(cat: Catalogue, held: list[str], folder: Path, cache: FeatureCach
         validation = split_catalogue([p for p in kept.products if p.label])["validation"]
         inputs, _ = model.encode(validation, cache, progress=False)
         model.extension_sample = validation_sample(model, validation, inputs)
-        model.save(folder)
+        model.extension_sample.save(folder / SAMPLE_FILE)
     return model
 
 

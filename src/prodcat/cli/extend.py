@@ -84,7 +84,7 @@ def extend_cmd(
     certifies the target accuracy. The next prodcat train with the same examples folds them in
     as ordinary classes."""
     from prodcat.features.cache import FeatureCache
-    from prodcat.model.extending import ExtendError, extend_model
+    from prodcat.model.extending import ExtendError, extend_model, save_extended
 
     if examples is None and not category:
         common.fail("nothing to add: give an EXAMPLES file, or --category 'A > B > C'")
@@ -101,7 +101,7 @@ def extend_cmd(
         common.fail(str(exc))
     except ValueError as exc:  # a category path with an empty level, say
         common.fail(f"--category: {exc}")
-    result.model.save(out_dir)
+    save_extended(result.model, model_dir, out_dir)
     _print_result(result)
     common.out.print(f"model: {out_dir}")
 

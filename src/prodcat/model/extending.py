@@ -10,10 +10,13 @@ Extending an extended model keeps what it had and adds to it.
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,9 +28,10 @@ from prodcat.features.cache import FeatureCache
 from prodcat.gate.calibration import ACCEPT_NOTHING, softmax
 from prodcat.gate.young import with_known_examples, with_young_classes, young_class_thresholds
 from prodcat.heads import Inputs
-from prodcat.model.bundle import Model
+from prodcat.model.bundle import Model, model_version
 from prodcat.model.extension import (
     EVAL_ROWS_MIN,
+    EXTENSION_DIR,
     PHOTO_WEIGHT,
     SAMPLE_FILE,
     SIMULATED_CLASSES,
@@ -425,4 +429,23 @@ def _normalised(log_mass: np.ndarray) -> np.ndarray:
     top = log_mass.max(axis=1, keepdims=True)
     e = np.exp(log_mass - top)
     out: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+def save_extended(model: Model, source: Path, out: Path) -> Path:
+    """Save an extended model: a copy of its base folder `source` (the head is never changed,
+    and a head loaded from its ONNX graph is copied, not re-exported) with the new gate, the
+    extension and model.json's classes and taxonomy; returns `out`, its version set."""
+    if out.resolve() != source.resolve():
+        shutil.copytree(source, out, dirs_exist_ok=True)
+    shutil.rmtree(out / EXTENSION_DIR, ignore_errors=True)
+    if model.extension is not None:
+        model.extension.save(out / EXTENSION_DIR)
+    if model.gate is not None:
+        model.gate.save(out / "gate")
+    config = json.loads((out / "model.json").read_text())
+    config["classes"] = model.classes
+    config["taxonomy"] = model.taxonomy.to_json()
+    (out / "model.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
+    model.folder, model.version = out, model_version(out)
     return out
