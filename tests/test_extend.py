@@ -141,6 +141,10 @@ def test_the_extended_folder_loads_predicts_in_memory_and_serves(
     config = json.loads((extended_dir / "model.json").read_text())
     assert config["classes"][-2:] == [HELD, NAMED]
     model = Model.load(extended_dir)
+    # The drift alarm's reference knows the added classes (no validation product had them).
+    assert model.reference is not None
+    assert len(model.reference.class_counts) == len(model.classes)
+    assert model.reference.class_counts[-2:] == [0, 0]
     target = held(parts, "test")[0]
     cached = model.predict([target], FeatureCache(private_cache_dir))[0]
     in_memory = model.predict([target])[0]  # the path of prodcat predict and the API
@@ -275,3 +279,13 @@ def test_next_training_with_the_examples_folds_the_class_in(
     assert result.exit_code == 0, result.output
     model = Model.load(out)
     assert HELD in model.classes and model.extension is None
+
+
+def test_the_cli_copies_of_defaults_match_their_sources() -> None:
+    from prodcat.cli import desk as desk_cli
+    from prodcat.cli import extend as extend_cli
+    from prodcat.desk.exchange import LABEL_COLUMNS
+    from prodcat.desk.queue import DEFAULT_PROPOSAL_ANSWERS
+
+    assert extend_cli.LABEL_EXPORT_COLUMNS == LABEL_COLUMNS
+    assert desk_cli.DEFAULT_PROPOSAL_ANSWERS == DEFAULT_PROPOSAL_ANSWERS == 3

@@ -8,6 +8,7 @@ The model itself is in `prodcat.model.extending`; docs/extend.md says how it wor
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -26,7 +27,8 @@ from prodcat.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from prodcat.catalogue import ColumnMapping, Product
+    from prodcat.catalogue import ColumnMapping, Problem, Product
+    from prodcat.model.extending import ExtendResult
 
 # The desk's labels CSV (prodcat.desk.exchange.LABEL_COLUMNS; tests/test_extend_cli.py checks).
 LABEL_EXPORT_COLUMNS = (
@@ -155,15 +157,12 @@ def _labelled_from(path: Path, catalogue: Path, mapping: ColumnMapping) -> list[
     return [replace(by_id[i], label=label) for i, label in extra.labels.items() if i in by_id]
 
 
-def _warn_rejected(rejected: list) -> None:  # type: ignore[type-arg]
+def _warn_rejected(rejected: Sequence[Problem]) -> None:
     for problem in rejected[:20]:
         common.warn(problem.message, f"row {problem.row}:")
 
 
-def _print_result(result: object) -> None:
-    from prodcat.model.extending import ExtendResult
-
-    assert isinstance(result, ExtendResult)
+def _print_result(result: ExtendResult) -> None:
     shown = ", ".join(f"{c} ({n})" for c, n in sorted(result.examples.items())) or "none"
     common.out.print(f"examples used: {shown}")
     common.out.print(f"new classes: {', '.join(result.added) or 'none'}")

@@ -41,6 +41,7 @@ from prodcat.model.extension import (
     leaf_names,
     unit_rows,
 )
+from prodcat.monitor.reference import REFERENCE_FILE
 from prodcat.taxonomy.tree import format_path, parse_path
 
 ZERO_SHOT_ENCODER = "minilm"
@@ -135,7 +136,14 @@ def extend_model(
             "evidence": evidence,
         }
     )
-    extended = dataclasses.replace(model, gate=gate, extension=extension, folder=None, version="")
+    reference = model.reference
+    if reference is not None:  # the drift alarm's class mix: the added classes had no products
+        missing = len(all_classes) - len(reference.class_counts)
+        counts = reference.class_counts + [0] * missing
+        reference = dataclasses.replace(reference, class_counts=counts)
+    extended = dataclasses.replace(
+        model, gate=gate, extension=extension, reference=reference, folder=None, version=""
+    )
     return ExtendResult(
         model=extended,
         added=new,
@@ -443,6 +451,8 @@ def save_extended(model: Model, source: Path, out: Path) -> Path:
         model.extension.save(out / EXTENSION_DIR)
     if model.gate is not None:
         model.gate.save(out / "gate")
+    if model.reference is not None:
+        model.reference.save(out / REFERENCE_FILE)
     config = json.loads((out / "model.json").read_text())
     config["classes"] = model.classes
     config["taxonomy"] = model.taxonomy.to_json()

@@ -136,7 +136,7 @@ class CalibrationSample:
         return len(self.labels)
 
     def save(self, path: Path) -> None:
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             "image_mask": self.image_mask.astype(np.uint8),
             "text_mask": self.text_mask.astype(np.uint8),
             "logits": self.logits.astype(np.float32),
@@ -250,7 +250,7 @@ class Extension:
             "info": self.info,
         }
         (folder / "extension.json").write_text(json.dumps(config, indent=1, ensure_ascii=False))
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             "examples": self.examples.astype(np.float16),
             "example_class": self.example_class.astype(np.int64),
             "names": self.names.astype(np.float32),
