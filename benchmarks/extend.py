@@ -12,8 +12,8 @@ seed), and the figures are measured on the test part:
 - zero-shot: the same classes added by name alone (`--category`), top-5 hit rate;
 - the seconds `extend_model` takes (target <= 10 s; features come from the warm cache).
 
-`--weights` first measures the photo's share of the prototype similarity on the VALIDATION part
-(5 shots, draw 0) and the test figures then use `--photo-weight` (pick it from that table).
+`--weights` also measures the photo's share of the prototype similarity on the VALIDATION part
+(5 shots, draw 0): `--photo-weight` (the test figures' value) is picked from that table.
 
     python benchmarks/extend.py --models-dir /tmp/extend-bench --json extend.json
 """
@@ -160,17 +160,6 @@ def main() -> None:
 
     report: dict[str, Any] = {"left_out": held, "rule": f"seed {RULE_SEED}, >= {MIN_PRODUCTS}"}
     report["paths"] = sorted({format_path(p.label or ()) for p in of("test", True)})
-    if args.weights:
-        report["weights_validation"] = {}
-        base_val = accuracy(model, of("validation", False), cache)
-        for w in [float(x) for x in args.weights.split(",")]:
-            examples = draw_examples(parts["train"], held, 5, 0)
-            case = run_case(
-                model, examples, [], of("validation", True), of("validation", False), cache, w
-            )
-            case["old_drop"] = base_val["accuracy"] - case["old"]["accuracy"]
-            report["weights_validation"][w] = case
-            print(f"validation w={w}: {_line(case)}", flush=True)
     before = accuracy(model, of("test", False), cache)
     report["old_before"] = before
     print(f"old classes before: {before}", flush=True)
@@ -185,12 +174,30 @@ def main() -> None:
             cases.append(case)
             print(f"test shots={shots} draw={draw}: {_line(case)}", flush=True)
         report[f"shots_{shots}"] = {"draws": cases, "median": _medians(cases)}
+        save(report, args.json)
     zero = run_case(model, [], report["paths"], of("test", True), of("test", False), cache, 0.5)
     zero["old_drop"] = before["accuracy"] - zero["old"]["accuracy"]
     report["zero_shot"] = zero
     print(f"zero-shot: {_line(zero)}", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1, default=str))
+    save(report, args.json)
+    if args.weights:
+        report["weights_validation"] = {}
+        base_val = accuracy(model, of("validation", False), cache)
+        for w in [float(x) for x in args.weights.split(",")]:
+            examples = draw_examples(parts["train"], held, 5, 0)
+            case = run_case(
+                model, examples, [], of("validation", True), of("validation", False), cache, w
+            )
+            case["old_drop"] = base_val["accuracy"] - case["old"]["accuracy"]
+            report["weights_validation"][w] = case
+            print(f"validation w={w}: {_line(case)}", flush=True)
+            save(report, args.json)
+    save(report, args.json)
+
+
+def save(report: dict[str, Any], path: Path | None) -> None:
+    if path is not None:
+        path.write_text(json.dumps(report, indent=1, default=str))
 
 
 def _line(case: dict[str, Any]) -> str:
