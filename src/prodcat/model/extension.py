@@ -177,6 +177,15 @@ class Extension:
     name_class: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     name_scale: float = 10.0
     name_bias: float = -5.0
+    # Anchors: the head's classes as seen in the validation sample (the normalised mean of each
+    # one's products) and their names' embeddings. A score also weighs its *margin*: the
+    # similarity to the added class minus the best similarity to an anchor of another class, so
+    # a T-shirt close to a new "Shirts" prototype but closer still to the T-shirts stays one.
+    anchors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    anchor_class: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    margin_scale: float = 0.0
+    name_anchors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    name_margin_scale: float = 0.0
     text_slice: tuple[int, int] | None = None  # where the MiniLM part sits in the text features
     # (m, K) the head's calibrated log-probabilities of each example (the young classes' evidence
     # is recounted from them when a model is extended again).
@@ -216,13 +225,19 @@ class Extension:
         if len(owners):
             embedded = self.space.embed_inputs(inputs)
             has_any = np.linalg.norm(embedded, axis=1) > 0
-            mass = self.scale * (embedded @ prototypes.T) + self.bias
+            similarity = embedded @ prototypes.T
+            rival = rival_similarity(embedded @ self.anchors.T, self.anchor_class, owners)
+            mass = self.scale * similarity + self.margin_scale * (similarity - rival) + self.bias
             mass[~has_any] = -np.inf
             for j, c in enumerate(owners):
                 out[:, c] = np.logaddexp(out[:, c], mass[:, j])
         if len(self.name_class) and self.text_slice is not None and inputs.text is not None:
             titles = unit_rows(inputs.text[:, slice(*self.text_slice)])
-            mass = self.name_scale * (titles @ self.names.T) + self.name_bias
+            similarity = titles @ self.names.T
+            base = np.arange(len(self.name_anchors))
+            rival = rival_similarity(titles @ self.name_anchors.T, base, self.name_class)
+            margin = similarity - rival
+            mass = self.name_scale * similarity + self.name_margin_scale * margin + self.name_bias
             mass[~inputs.has_text] = -np.inf
             for j, c in enumerate(self.name_class):
                 out[:, c] = np.logaddexp(out[:, c], mass[:, j])
@@ -246,6 +261,8 @@ class Extension:
             "bias": self.bias,
             "name_scale": self.name_scale,
             "name_bias": self.name_bias,
+            "margin_scale": self.margin_scale,
+            "name_margin_scale": self.name_margin_scale,
             "text_slice": list(self.text_slice) if self.text_slice else None,
             "info": self.info,
         }
@@ -256,6 +273,9 @@ class Extension:
             "names": self.names.astype(np.float32),
             "name_class": self.name_class.astype(np.int64),
             "example_log_p": self.example_log_p.astype(np.float32),
+            "anchors": self.anchors.astype(np.float16),
+            "anchor_class": self.anchor_class.astype(np.int64),
+            "name_anchors": self.name_anchors.astype(np.float16),
         }
         for name in ("image_mean", "text_mean"):
             value = getattr(self.space, name)
@@ -288,8 +308,33 @@ class Extension:
             name_bias=float(config["name_bias"]),
             text_slice=(int(text_slice[0]), int(text_slice[1])) if text_slice else None,
             example_log_p=arrays["example_log_p"],
+            anchors=arrays["anchors"].astype(np.float32),
+            anchor_class=arrays["anchor_class"],
+            margin_scale=float(config["margin_scale"]),
+            name_anchors=arrays["name_anchors"].astype(np.float32),
+            name_margin_scale=float(config["name_margin_scale"]),
             info=config.get("info", {}),
         )
+
+
+def rival_similarity(
+    anchor_similarity: np.ndarray, anchor_class: np.ndarray, owners: np.ndarray
+) -> np.ndarray:
+    """(n, P): per product and owner class, the best similarity to an anchor of another class
+    (0 without anchors)."""
+    n, a = anchor_similarity.shape
+    if a == 0:
+        return np.zeros((n, len(owners)))
+    order = np.argsort(-anchor_similarity, axis=1)[:, :2]
+    best = np.take_along_axis(anchor_similarity, order[:, :1], axis=1)[:, 0]
+    second = (
+        np.take_along_axis(anchor_similarity, order[:, 1:2], axis=1)[:, 0] if a > 1 else best * 0
+    )
+    best_class = np.asarray(anchor_class)[order[:, 0]]
+    out: np.ndarray = np.stack(
+        [np.where(best_class == c, second, best) for c in owners], axis=1
+    ).astype(np.float64)
+    return out
 
 
 def load_extension(folder: Path) -> Extension | None:
