@@ -61,6 +61,10 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return out
 
 
+class ExtendError(ValueError):
+    """Examples or categories `prodcat extend` cannot use; the message says which and why."""
+
+
 @dataclass
 class Space:
     """Where prototypes live: centred, normalised photo and title embeddings, weighted."""
