@@ -23,6 +23,7 @@ from prodcat.cli import (
     catalogue,
     demo,
     desk,
+    extend,
     labelstudio,
     monitor,
     pack,
@@ -56,7 +57,8 @@ def _main(
     """prodcat: put products into the categories of a taxonomy from a photo and a title."""
 
 
-for _group in (catalogue, training, prediction, monitor, demo, desk, labelstudio, audit, pack):
+_GROUPS = (catalogue, training, prediction, monitor, demo, desk, labelstudio, audit, extend, pack)
+for _group in _GROUPS:
     _group.register(app)
 
 __all__ = ["app"]

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from prodcat.desk.retune import RetuneResult
 
 DEFAULT_AUDIT_RATE = 0.02  # prodcat.desk.queue.DEFAULT_AUDIT_RATE (--help imports no desk module)
+DEFAULT_PROPOSAL_ANSWERS = 3  # prodcat.desk.queue.DEFAULT_PROPOSAL_ANSWERS
 
 DbUrl = Annotated[
     str,
@@ -77,6 +78,15 @@ def queue_cmd(
             help="Store the model's reasons for the queued products; the desk shows them.",
         ),
     ] = True,
+    proposal_answers: Annotated[
+        int,
+        typer.Option(
+            metavar="K",
+            min=1,
+            help="Offer a category proposed at the desk among the suggestions once it has K "
+            "answers (added to the model without retraining, never accepted).",
+        ),
+    ] = DEFAULT_PROPOSAL_ANSWERS,
 ) -> None:
     """Queue the products the model is unsure of for people, with its top-5 suggestions.
 
@@ -101,7 +111,10 @@ def queue_cmd(
         audit_rate=audit_rate,
         seed=seed,
         explain=explain,
+        proposal_answers=proposal_answers,
     )
+    if result.offered:
+        common.out.print(f"proposed categories now suggested: {', '.join(result.offered)}")
     common.out.print(
         f"{result.queued:,} products for people ({result.audits:,} of them blind audits of "
         f"accepted ones), {result.auto_labelled:,} auto-labelled; "

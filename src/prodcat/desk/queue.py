@@ -15,10 +15,11 @@ answers measure the accepted accuracy in production (`prodcat.desk.audit`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import cast
 
@@ -31,9 +32,12 @@ from prodcat.model.bundle import Model
 from prodcat.model.explain import explain_encoded
 from prodcat.model.prediction import Prediction
 from prodcat.model.predictor import Predictor
+from prodcat.taxonomy.tree import format_path, parse_path
 
 QUEUED_DECISIONS = ("review", "unknown")
 DEFAULT_AUDIT_RATE = 0.02
+# A category proposed at the desk is offered among the suggestions once it has this many answers.
+DEFAULT_PROPOSAL_ANSWERS = 3
 
 
 @dataclass
@@ -45,6 +49,7 @@ class QueueResult:
     auto_labelled: int = 0
     audits: int = 0  # of the queued, how many are accepted products sent as blind audits
     failed: dict[str, str] = field(default_factory=dict)  # product id -> why it got no answer
+    offered: list[str] = field(default_factory=list)  # proposed categories now suggested
 
 
 def build_queue(
@@ -56,17 +61,22 @@ def build_queue(
     audit_rate: float = DEFAULT_AUDIT_RATE,
     seed: int | None = None,
     explain: bool = False,
+    proposal_answers: int = DEFAULT_PROPOSAL_ANSWERS,
 ) -> QueueResult:
     """Predict `catalogue` with a saved `model` and queue (or auto-label) every product; a random
     `audit_rate` share of the accepted ones is queued as blind audits (`seed`: reproducible).
-    `explain`: the queued products get the model's reasons, which the desk shows."""
+    `explain`: the queued products get the model's reasons, which the desk shows. Categories
+    proposed at the desk with `proposal_answers` answers or more are added to the model first
+    (`with_proposals`), so they are offered among the suggestions."""
     if not model.version:
         raise ValueError("the model was never saved: save it first, the queue records its version")
     products = list(catalogue.products if isinstance(catalogue, Catalogue) else catalogue)
+    model, offered = with_proposals(db, model, products, proposal_answers, cache)
     predictions = model.predict(products, cache)
     result = record_predictions(
         db, products, predictions, model.version, audit_rate=audit_rate, seed=seed
     )
+    result.offered = offered
     if explain:
         explain_queued(db, model, products, cache)
     record_model(db, model)
@@ -103,6 +113,54 @@ def explain_queued(
             if item is not None and reason is not None:
                 item.explanation_json = json.dumps(reason, ensure_ascii=False)
     return len(todo)
+
+
+def proposals(db: Database, known: Sequence[str], min_answers: int) -> dict[str, set[str]]:
+    """Categories proposed at the desk that the model lacks, with `min_answers` answers or more:
+    {category: the ids of the products answered with it}."""
+    with db.session() as s:
+        rows = s.execute(
+            select(ReviewAnswer.category, ReviewAnswer.product_id).where(ReviewAnswer.new_category)
+        ).all()
+    answered: dict[str, list[str]] = {}
+    for category, product_id in rows:
+        if category not in known:
+            answered.setdefault(category, []).append(product_id)
+    return {c: set(ids) for c, ids in answered.items() if len(ids) >= min_answers}
+
+
+def with_proposals(
+    db: Database,
+    model: Model,
+    products: Sequence[Product],
+    min_answers: int,
+    cache: FeatureCache | None,
+) -> tuple[Model, list[str]]:
+    """`model` extended (in memory, `prodcat.model.extending`) with the proposed categories that
+    have enough answers, their answered products of `products` as examples; its version names
+    the base model and the examples, so re-queueing with the same answers changes nothing."""
+    if min_answers < 1:
+        raise ValueError(f"proposal answers {min_answers}: expected 1 or more")
+    proposed = proposals(db, model.classes, min_answers)
+    by_id = {p.id: p for p in products}
+    examples = [
+        replace(by_id[pid], label=parse_path(category))
+        for category, ids in sorted(proposed.items())
+        for pid in sorted(ids)
+        if pid in by_id
+    ]
+    if not examples or model.extension_sample is None:
+        return model, []
+    from prodcat.features.cache import FeatureCache as Cache
+    from prodcat.model.extending import extend_model
+
+    extended = extend_model(model, examples, cache=cache or Cache()).model
+    digest = hashlib.sha256(
+        "\n".join(f"{p.id}\t{format_path(p.label or ())}" for p in examples).encode()
+    )
+    extended.version = f"{model.version}+{digest.hexdigest()[:6]}"
+    extended.folder = model.folder
+    return extended, sorted({format_path(p.label or ()) for p in examples})
 
 
 @dataclass(frozen=True)

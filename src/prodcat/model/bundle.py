@@ -31,7 +31,7 @@ import numpy as np
 from prodcat import __version__
 from prodcat.catalogue import Product
 from prodcat.encoders.base import Encoder, file_sha256
-from prodcat.encoders.registry import get_encoder, is_trunk, split_encoders
+from prodcat.encoders.registry import get_encoder, split_encoders
 from prodcat.features.cache import FeatureCache
 from prodcat.features.encode import Features, encode_products
 from prodcat.gate.gate import Gate
@@ -46,12 +46,21 @@ from prodcat.model.encoder_files import (
     file_hashes,
     save_encoder_files,
 )
+from prodcat.model.extension import (
+    EXTENSION_DIR,
+    SAMPLE_FILE,
+    CalibrationSample,
+    Extension,
+    load_extension,
+    load_sample,
+)
+from prodcat.model.inputs import build_inputs
 from prodcat.model.neighbours import NeighbourIndex
 from prodcat.model.prediction import TOP_K, Prediction
 from prodcat.monitor.observations import Observations, photo_side
 from prodcat.monitor.reference import REFERENCE_FILE, Reference
 from prodcat.taxonomy.probabilities import back_off, level_probabilities
-from prodcat.taxonomy.tree import Taxonomy, format_path, parse_path
+from prodcat.taxonomy.tree import Taxonomy, parse_path
 
 MODEL_FORMAT = 1
 VERSION_CHARS = 12  # of the hex digest: short enough to read, long enough never to collide here
@@ -86,10 +95,15 @@ class Model:
     # The training products' embeddings the explanations show the nearest of (None: trained
     # before explanations existed; `prodcat.model.neighbours`).
     neighbours: NeighbourIndex | None = None
+    # Classes added without retraining (`prodcat extend`, `prodcat.model.extension`) and the
+    # validation sample an extension is calibrated on (None: none / trained before extend).
+    extension: Extension | None = None
+    extension_sample: CalibrationSample | None = None
 
     @property
     def classes(self) -> list[str]:
-        return [str(c) for c in self.head.classes_]
+        base = [str(c) for c in self.head.classes_]
+        return base + self.extension.classes if self.extension is not None else base
 
     @property
     def head_kind(self) -> str:
@@ -174,16 +188,22 @@ class Model:
     def predict_proba(self, inputs: Inputs) -> np.ndarray:
         """Calibrated probabilities (each modality case's temperature) once the gate is fitted."""
         if self.gate is None:
-            return self.head.predict_proba(inputs)
-        return self.gate.calibrate(self.head.decision_logits(inputs), inputs)
+            return self._extended(self.head.predict_proba(inputs), inputs)
+        return self._extended(
+            self.gate.calibrate(self.head.decision_logits(inputs), inputs), inputs
+        )
 
     def calibrate(self, logits: np.ndarray, inputs: Inputs) -> np.ndarray:
         """`predict_proba` from the head's logits (computed once when the caller has them)."""
         if self.gate is None:
             from prodcat.gate.calibration import softmax
 
-            return softmax(logits)
-        return self.gate.calibrate(logits, inputs)
+            return self._extended(softmax(logits), inputs)
+        return self._extended(self.gate.calibrate(logits, inputs), inputs)
+
+    def _extended(self, proba: np.ndarray, inputs: Inputs) -> np.ndarray:
+        """The head's probabilities with an extension's classes merged in (as they are without)."""
+        return proba if self.extension is None else self.extension.merge(proba, inputs)
 
     def predictions(
         self,
@@ -246,6 +266,8 @@ class Model:
             return decisions, np.full(len(proba), np.nan)
         if logits is None:
             logits = self.head.decision_logits(inputs)
+        if self.extension is not None:  # the examples of added classes count as known products
+            logits = self.extension.ood_logits(logits, inputs)
         ood = self.gate.ood_scores(inputs, logits)
         cases = self.gate.cases(inputs)
         return self.gate.decide(proba, ood, cases, threshold=threshold), ood
@@ -279,6 +301,7 @@ class Model:
         if self.neighbours is not None:
             self.neighbours.save(folder)
         files = self._save_encoder_files(folder)
+        self._save_extension_parts(folder)
         config = {
             "format": MODEL_FORMAT,
             "prodcat_version": __version__,
@@ -311,6 +334,13 @@ class Model:
         names = [n for n in (self.image_encoder, self.text_encoder) if n]
         return [part for name in names for part in split_encoders(name)]
 
+    def _save_extension_parts(self, folder: Path) -> None:
+        """The extension and the calibration sample, where the model has them."""
+        if self.extension is not None:
+            self.extension.save(folder / EXTENSION_DIR)
+        if self.extension_sample is not None:
+            self.extension_sample.save(folder / SAMPLE_FILE)
+
     @classmethod
     def load(cls, folder: str | Path, *, runtime: str = "onnx") -> Model:
         """Open a saved model; runtime "onnx" runs a torch head from its exported graph (no
@@ -326,7 +356,10 @@ class Model:
             raise ModelError(str(exc)) from None
         _check_encoder_versions(config["encoder_versions"], folder, files)
         head = load_predict_head(folder / "head", runtime=runtime)
-        if [str(c) for c in head.classes_] != config["classes"]:
+        extension = load_extension(folder)
+        if [str(c) for c in head.classes_] + (extension.classes if extension else []) != config[
+            "classes"
+        ]:
             raise ModelError(
                 f"{folder}: the head's classes differ from model.json's "
                 f"({len(head.classes_)} vs {len(config['classes'])}); the bundle was edited or "
@@ -346,6 +379,8 @@ class Model:
             version=model_version(folder),
             reference=_load_reference(folder),
             neighbours=NeighbourIndex.load(folder),
+            extension=extension,
+            extension_sample=load_sample(folder),
         )
 
 
@@ -396,38 +431,6 @@ def _modalities(inputs: Inputs | None, i: int) -> list[str]:
     if inputs.text_mask is not None and inputs.text_mask[i]:
         names.append("text")
     return names
-
-
-def build_inputs(
-    products: Sequence[Product], image: Features | None, text: Features | None
-) -> tuple[Inputs, dict[str, str]]:
-    """Align features to products; a product without a vector gets a zero row and mask False."""
-    ids = [p.id for p in products]
-    kwargs: dict[str, np.ndarray] = {}
-    for name, feats in (("image", image), ("text", text)):
-        if feats is None:
-            continue
-        mask, rows = feats.lookup(ids)
-        matrix = np.zeros((len(ids), feats.vectors.shape[1]), dtype=np.float32)
-        matrix[mask] = rows
-        # A trunk encoder's output is the activations the fine-tune head runs its tail on.
-        key = "image_activations" if is_trunk(feats.encoder) else name
-        kwargs[key], kwargs[f"{name}_mask"] = matrix, mask
-    if "image_activations" in kwargs and text is None:
-        # The fine-tune head always has a text branch; a photo-only one gets an empty input.
-        kwargs["text"] = np.zeros((len(ids), 0), dtype=np.float32)
-        kwargs["text_mask"] = np.zeros(len(ids), dtype=bool)
-    errors = {**(image.errors if image else {}), **(text.errors if text else {})}
-    return Inputs(texts=[p.text for p in products], **kwargs), errors
-
-
-def training_fingerprint(products: Sequence[Product]) -> str:
-    """A hash of what the model learnt from: ids, labels, photo and title contents."""
-    digest = hashlib.sha256()
-    for p in sorted(products, key=lambda p: p.id):
-        label = format_path(p.label) if p.label else ""
-        digest.update(f"{p.id}\t{label}\t{p.image_sha256 or ''}\t{p.text}\n".encode())
-    return digest.hexdigest()
 
 
 def _load_reference(folder: Path) -> Reference | None:

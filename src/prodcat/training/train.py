@@ -24,7 +24,9 @@ from prodcat.features.cache import FeatureCache
 from prodcat.gate.certificate import CaseData
 from prodcat.gate.gate import DEFAULT_TARGET_ACCURACY, class_indices, fit_gate
 from prodcat.heads import HEAD_NAMES, Head, Inputs, head_class
-from prodcat.model.bundle import Model, training_fingerprint
+from prodcat.model.bundle import Model
+from prodcat.model.extension import CalibrationSample
+from prodcat.model.inputs import training_fingerprint
 from prodcat.model.neighbours import NeighbourIndex
 from prodcat.monitor.reference import Reference
 from prodcat.progress import training_progress
@@ -288,6 +290,8 @@ def train(
         model.reference = Reference.build(
             model.observe(parts["validation"], val_inputs), len(model.classes), seed=options.seed
         )
+    # What `prodcat extend` calibrates added classes against (prodcat.model.extension).
+    model.extension_sample = validation_sample(model, parts["validation"], val_inputs, options.seed)
     test_proba = model.predict_proba(test_inputs)
     test = evaluate_products(model, parts["test"], test_proba, inputs=test_inputs)
     model.figures = {
@@ -300,6 +304,15 @@ def train(
     model.options["seconds"] = seconds
     network = tuned.network if tuned is not None else None
     return TrainResult(model, parts, excluded, validation, test, test_proba, seconds, network)
+
+
+def validation_sample(
+    model: Model, validation: Sequence[Product], inputs: Inputs, seed: int = 0
+) -> CalibrationSample:
+    """A sample of the validation part (embeddings, the head's logits, true classes) kept in the
+    model folder, so that `prodcat extend` can calibrate added classes against the head."""
+    labels = class_indices([_label(p) for p in validation], model.classes)
+    return CalibrationSample.build(inputs, model.head.decision_logits(inputs), labels, seed=seed)
 
 
 def tune_photo_encoder(
