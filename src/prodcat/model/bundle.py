@@ -26,7 +26,7 @@ import numpy as np
 
 from prodcat import __version__
 from prodcat.catalogue import Product
-from prodcat.encoders.base import Encoder
+from prodcat.encoders.base import Encoder, ImageEncoder
 from prodcat.encoders.registry import get_encoder, is_trunk, split_encoders
 from prodcat.features.cache import FeatureCache
 from prodcat.features.encode import Features, encode_products
@@ -72,6 +72,11 @@ class Model:
     # The validation part's summary the drift alarm compares batches with (None: trained before
     # the alarm existed).
     reference: Reference | None = None
+    # The photo side (px, the longer side, median over the training photos) the model learnt
+    # from: larger photos are brought down to it before the photo network, so a sharp photo gets
+    # the answer its thumbnail gets (docs/resolution.md). None: a model from before the record,
+    # which sees every photo at its own resolution, as it always did.
+    photo_side: int | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -110,7 +115,10 @@ class Model:
         """The registered encoder `name`, handed its file when this model holds one."""
         if name in self.encoder_files:
             options = {"onnx_file": self.encoder_files[name], **options}
-        return get_encoder(name, **options)
+        encoder = get_encoder(name, **options)
+        if isinstance(encoder, ImageEncoder) and self.photo_side is not None:
+            encoder.fit_side = self.photo_side
+        return encoder
 
     # -- prediction -----------------------------------------------------------------------
     def predict(
@@ -276,6 +284,8 @@ class Model:
             "figures": self.figures,
             "training_data_fingerprint": self.fingerprint,
         }
+        if self.photo_side is not None:  # absent, not null: older prodcat reads the file as before
+            config["photo_side"] = self.photo_side
         (folder / "model.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
         self.folder, self.version = folder, model_version(folder)
         return folder
@@ -325,6 +335,7 @@ class Model:
             folder=folder,
             version=model_version(folder),
             reference=_load_reference(folder),
+            photo_side=_photo_side(config, folder),
         )
 
 
@@ -387,6 +398,19 @@ def training_fingerprint(products: Sequence[Product]) -> str:
         label = format_path(p.label) if p.label else ""
         digest.update(f"{p.id}\t{label}\t{p.image_sha256 or ''}\t{p.text}\n".encode())
     return digest.hexdigest()
+
+
+def _photo_side(config: dict[str, Any], folder: Path) -> int | None:
+    """model.json's photo side; None for a model saved before it was recorded."""
+    side = config.get("photo_side")
+    if side is None:
+        return None
+    if isinstance(side, bool) or not isinstance(side, int) or side < 1:
+        raise ModelError(
+            f"{folder}/model.json: photo_side is {side!r}; expected a positive whole number of "
+            "pixels (or no photo_side at all)"
+        )
+    return side
 
 
 def _load_reference(folder: Path) -> Reference | None:
