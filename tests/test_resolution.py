@@ -102,8 +102,8 @@ def test_a_new_model_records_the_side_of_its_training_photos(sample_model_dir: P
 
 # 2870 is a wedge thong sandal labelled Heels: the sample model's answer for it flips between Heels
 # and Flip Flops on JPEG noise alone (its thumbnail is a quality-75 JPEG); it is checked apart.
-CLEAR = ("1163", "1543", "1598", "10098")
 BORDERLINE = "2870"
+SURE = 0.5  # a thumbnail answer at least this probable must not move with the resolution
 
 
 @pytest.mark.parametrize("factor", [1.0, 1.25])
@@ -119,9 +119,18 @@ def test_thumbnail_and_sharp_photo_get_the_same_top_category(
     answers = predictor.run(predictor.prepare(items), modalities={"image"})[0]
     assert all(a.error is None and a.modalities == ["image"] for a in answers)
     by_id = {a.id: a for a in answers}
-    for product_id in CLEAR:
+    sure = 0
+    for product_id in IDS:
+        if product_id == BORDERLINE:
+            continue
         thumb, sharp = by_id[f"{product_id}-thumb"], by_id[f"{product_id}-sharp"]
-        assert thumb.top[0][0] == sharp.top[0][0], product_id
+        if thumb.top[0][1] >= SURE:
+            sure += 1
+            assert thumb.top[0][0] == sharp.top[0][0], product_id
+            assert abs(thumb.top[0][1] - sharp.top[0][1]) < 0.05, product_id
+        else:  # an unsure answer (the sample model's sneaker): the same two candidates lead
+            assert {c for c, _ in thumb.top[:2]} == {c for c, _ in sharp.top[:2]}, product_id
+    assert sure >= 3
     for kind in ("thumb", "sharp"):  # the borderline product: the same two candidates lead
         top3 = {c.split(" > ")[-1] for c, _ in by_id[f"{BORDERLINE}-{kind}"].top[:3]}
         assert {"Heels", "Flip Flops"} <= top3
