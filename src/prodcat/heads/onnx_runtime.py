@@ -26,6 +26,10 @@ ONNX_FILE = "head.onnx"
 MASK_INPUTS = {"image_mask": "has_image", "text_mask": "has_text"}
 # Rows per ONNX Runtime call: bounds the fine-tune tail's activation memory (~60 MB per 256 rows).
 PREDICT_BATCH = 256
+# The fusion network is a small MLP: one thread runs a product in a fraction of a millisecond,
+# where waking a pool of threads on busy cores cost milliseconds per call (issue 19). The
+# fine-tune tail (convolutions) keeps every core.
+SMALL_HEADS = ("fusion", "fusion-blend")
 
 
 def onnx_path(folder: str | Path) -> Path:
@@ -58,6 +62,8 @@ class OnnxHead(Head):
                 f"{path} does not exist; re-save the model with this prodcat (Model.save exports "
                 "the head to ONNX) or load it with runtime='torch'"
             )
+        if threads is None and str(config["name"]) in SMALL_HEADS:
+            threads = 1
         head = cls(threads=resolve_threads(threads))
         head.kind_ = str(config["name"])
         head.folder_ = folder

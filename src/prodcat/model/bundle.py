@@ -12,8 +12,11 @@ its export; sha256 of each in model.json's `encoder_file_sha256`): loading and p
 the folder alone, without torch or the weight packages, so copying the folder is the deployment.
 A folder saved before that still loads where the weight packages are installed (`prodcat[train]`),
 which export the encoders as before; `prodcat pack MODEL` adds them to it.
-Loading refuses a bundle whose encoders would no longer produce the features the head was trained
-on. `model_version` (a hash over every file of the folder) names one bundle everywhere: the API,
+Since round two it may also hold the training products' index for explanations (`neighbours/`),
+classes added without retraining (`extension/`) with the validation sample they are calibrated on,
+and the photo side the model learnt from (`photo_side`, larger photos are brought down to it).
+Loading (checks in `folder_checks.py`) refuses a bundle whose encoders would no longer produce the
+features the head was trained on. `model_version` (a hash over every file of the folder) names one bundle everywhere: the API,
 the desk and the metrics.
 """
 
@@ -30,7 +33,7 @@ import numpy as np
 
 from prodcat import __version__
 from prodcat.catalogue import Product
-from prodcat.encoders.base import Encoder, file_sha256
+from prodcat.encoders.base import Encoder, ImageEncoder, file_sha256
 from prodcat.encoders.registry import get_encoder, split_encoders
 from prodcat.features.cache import FeatureCache
 from prodcat.features.encode import Features, encode_products
@@ -40,7 +43,6 @@ from prodcat.heads.inputs import restrict
 from prodcat.heads.onnx_runtime import export_head_onnx, load_predict_head
 from prodcat.model.encoder_files import ENCODER_FILE as ENCODER_FILE  # re-exported: a public name
 from prodcat.model.encoder_files import (
-    TRAIN_EXTRA,
     EncoderFilesError,
     check_encoder_files,
     file_hashes,
@@ -54,6 +56,14 @@ from prodcat.model.extension import (
     load_extension,
     load_sample,
 )
+from prodcat.model.folder_checks import (
+    MODEL_FORMAT,
+    ModelError,
+    check_encoder_versions,
+    load_reference,
+    read_model_json,
+    read_photo_side,
+)
 from prodcat.model.inputs import build_inputs
 from prodcat.model.neighbours import NeighbourIndex
 from prodcat.model.prediction import TOP_K, Prediction
@@ -62,12 +72,7 @@ from prodcat.monitor.reference import REFERENCE_FILE, Reference
 from prodcat.taxonomy.probabilities import back_off, level_probabilities
 from prodcat.taxonomy.tree import Taxonomy, parse_path
 
-MODEL_FORMAT = 1
 VERSION_CHARS = 12  # of the hex digest: short enough to read, long enough never to collide here
-
-
-class ModelError(ValueError):
-    """A model directory that cannot be used as it is; the message says what differs."""
 
 
 @dataclass
@@ -99,6 +104,11 @@ class Model:
     # validation sample an extension is calibrated on (None: none / trained before extend).
     extension: Extension | None = None
     extension_sample: CalibrationSample | None = None
+    # The photo side (px, the longer side, median over the training photos) the model learnt
+    # from: larger photos are brought down to it before the photo network, so a sharp photo gets
+    # the answer its thumbnail gets (docs/resolution.md). None: a model from before the record,
+    # which sees every photo at its own resolution, as it always did.
+    photo_side: int | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -138,7 +148,10 @@ class Model:
         """The registered encoder `name`, handed its file when this model holds one."""
         if name in self.encoder_files:
             options = {"onnx_file": self.encoder_files[name], **options}
-        return get_encoder(name, **options)
+        encoder = get_encoder(name, **options)
+        if isinstance(encoder, ImageEncoder) and self.photo_side is not None:
+            encoder.fit_side = self.photo_side
+        return encoder
 
     # -- prediction -----------------------------------------------------------------------
     def predict(
@@ -316,6 +329,8 @@ class Model:
             "figures": self.figures,
             "training_data_fingerprint": self.fingerprint,
         }
+        if self.photo_side is not None:  # absent, not null: older prodcat reads the file as before
+            config["photo_side"] = self.photo_side
         (folder / "model.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
         self.folder, self.version = folder, model_version(folder)
         return folder
@@ -346,7 +361,7 @@ class Model:
         """Open a saved model; runtime "onnx" runs a torch head from its exported graph (no
         torch imported), "torch" reopens the head itself (to inspect or refit it)."""
         folder = Path(folder)
-        config = _read_model_json(folder)
+        config = read_model_json(folder)
         files = {name: folder / file for name, file in config.get("encoder_files", {}).items()}
         try:
             check_encoder_files(
@@ -354,7 +369,7 @@ class Model:
             )
         except EncoderFilesError as exc:
             raise ModelError(str(exc)) from None
-        _check_encoder_versions(config["encoder_versions"], folder, files)
+        check_encoder_versions(config["encoder_versions"], folder, files)
         head = load_predict_head(folder / "head", runtime=runtime)
         extension = load_extension(folder)
         if [str(c) for c in head.classes_] + (extension.classes if extension else []) != config[
@@ -377,10 +392,11 @@ class Model:
             encoder_files=files,
             folder=folder,
             version=model_version(folder),
-            reference=_load_reference(folder),
+            reference=load_reference(folder),
             neighbours=NeighbourIndex.load(folder),
             extension=extension,
             extension_sample=load_sample(folder),
+            photo_side=read_photo_side(config, folder),
         )
 
 
@@ -393,7 +409,7 @@ def pack_encoders(folder: str | Path) -> list[str]:
     """
     folder = Path(folder)
     model = Model.load(folder)
-    config = _read_model_json(folder)
+    config = read_model_json(folder)
     before = set(config.get("encoder_files", {}))
     files = model._save_encoder_files(folder)
     config["encoder_files"] = files
@@ -431,53 +447,3 @@ def _modalities(inputs: Inputs | None, i: int) -> list[str]:
     if inputs.text_mask is not None and inputs.text_mask[i]:
         names.append("text")
     return names
-
-
-def _load_reference(folder: Path) -> Reference | None:
-    path = folder / REFERENCE_FILE
-    if not path.exists():
-        return None
-    try:
-        return Reference.load(path)
-    except ValueError as exc:
-        raise ModelError(f"{folder}: the drift reference cannot be read: {exc}") from None
-
-
-def _read_model_json(folder: Path) -> dict[str, Any]:
-    path = folder / "model.json"
-    if not path.exists():
-        raise ModelError(f"{folder} is not a prodcat model: it has no model.json")
-    config: dict[str, Any] = json.loads(path.read_text())
-    if config.get("format") != MODEL_FORMAT:
-        raise ModelError(
-            f"{path} has format {config.get('format')!r}; this prodcat reads format "
-            f"{MODEL_FORMAT}: retrain with prodcat {__version__}"
-        )
-    return config
-
-
-def _check_encoder_versions(saved: dict[str, str], folder: Path, files: dict[str, Path]) -> None:
-    """Refuse a model whose encoders now compute different features than at training time."""
-    differences = []
-    for name, version in saved.items():
-        try:
-            options = {"onnx_file": files[name]} if name in files else {}
-            installed = get_encoder(name, **options).version
-        except ImportError as exc:  # a folder without its encoders, in the base install
-            raise ModelError(
-                f"{folder} does not hold the encoder {name!r} (saved before model folders "
-                f"kept their encoders) and this install cannot export it: {exc.name} is missing. "
-                f"Install the training parts ({TRAIN_EXTRA}) to use it as it is, and there run "
-                f"`prodcat pack {folder}` to add its encoders, or retrain it"
-            ) from None
-        except ValueError as exc:
-            differences.append(f"{name}: not available here ({exc})")
-            continue
-        if installed != version:
-            differences.append(f"{name}: trained with {version!r}, installed {installed!r}")
-    if differences:
-        raise ModelError(
-            f"{folder} was trained with encoders that differ from the installed ones:\n  "
-            + "\n  ".join(differences)
-            + "\nits head would receive features it has never seen; retrain the model here"
-        )

@@ -11,6 +11,7 @@ Paths are compared as strings split on `SEPARATOR`; a leaf name under two parent
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Sequence
 
@@ -64,9 +65,15 @@ def ancestor_matrix(classes: Sequence[str]) -> tuple[list[str], scipy.sparse.csr
     """(nodes, A): every node (each prefix of each class, sorted) and the 0/1 leaf->node matrix.
 
     ``A[i, j] = 1`` when node j is class i or one of its ancestors, so ``proba @ A`` sums leaf
-    probabilities up to every node.
+    probabilities up to every node. Built once per class list (every prediction asks for it);
+    treat the result as read-only.
     """
     checked = _check_classes(classes)
+    return _ancestor_matrix(tuple(checked))
+
+
+@functools.lru_cache(maxsize=16)
+def _ancestor_matrix(checked: tuple[str, ...]) -> tuple[list[str], scipy.sparse.csr_matrix]:
     nodes = sorted({node for path in checked for node in prefixes(path)})
     index = {node: j for j, node in enumerate(nodes)}
     rows, cols = [], []

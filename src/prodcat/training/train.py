@@ -17,6 +17,7 @@ import numpy as np
 
 from prodcat.catalogue import Catalogue, Product
 from prodcat.catalogue.classes import choose_classes
+from prodcat.catalogue.images import median_photo_side
 from prodcat.catalogue.split import split_catalogue
 from prodcat.encoders.image import check_size
 from prodcat.encoders.registry import encoder_name, fits_words, parse_encoder_name, split_encoders
@@ -64,6 +65,9 @@ class TrainOptions:
     # cross-fitted on this many folds (`prodcat.training.crossfit`); 0: on the validation part.
     # Ignored with --fine-tune / --fine-tune-whole (see `calibration_folds_used`).
     calibration_folds: int = DEFAULT_FOLDS
+    # Record the training photos' median side in the model and bring larger photos down to it
+    # before the photo network, in training and prediction (docs/resolution.md).
+    fit_photos: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target_accuracy <= 1.0:
@@ -243,6 +247,8 @@ def train(
         options={**asdict(options), "text_encoder": options.resolved_text_encoder},
         fingerprint=training_fingerprint(train_part),
     )
+    if options.fit_photos and options.uses_image:
+        model.photo_side = median_photo_side(p.image for p in train_part if p.image is not None)
     tuned: TunedPhotoNetwork | None = None
     if options.fine_tune_whole:
         tune_start = time.perf_counter()
