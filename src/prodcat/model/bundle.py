@@ -16,8 +16,8 @@ Since round two it may also hold the training products' index for explanations (
 classes added without retraining (`extension/`) with the validation sample they are calibrated on,
 and the photo side the model learnt from (`photo_side`, larger photos are brought down to it).
 Loading (checks in `folder_checks.py`) refuses a bundle whose encoders would no longer produce the
-features the head was trained on. `model_version` (a hash over every file of the folder) names one bundle everywhere: the API,
-the desk and the metrics.
+features the head was trained on. `model_version` (a hash over every file of the folder) names one
+bundle everywhere: the API, the desk and the metrics.
 """
 
 from __future__ import annotations

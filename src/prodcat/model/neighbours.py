@@ -126,6 +126,14 @@ class NeighbourIndex:
             photos=[str(Path(p.image).resolve()) if p.image else None for p in products],
         )
 
+    @classmethod
+    def build_if_any(cls, products: Sequence[Product], inputs: Inputs) -> NeighbourIndex | None:
+        """`build`, or None when the inputs hold nothing this index reads (a head fed only the
+        photo network's activations, `--fine-tune` without a title encoder)."""
+        if not any(mask.sum() > 2 for _, _, mask in _sources(inputs)):
+            return None
+        return cls.build(products, inputs)
+
     def embed(self, inputs: Inputs) -> np.ndarray:
         """(n, dims) rows of unit length (zero for a product with nothing this index reads)."""
         return _embed(self.projections, inputs)

@@ -276,7 +276,7 @@ def train(
         )
     seconds["fit"] = time.perf_counter() - fit_start
     # The nearest training products an explanation shows (`prodcat.model.explain`).
-    model.neighbours = NeighbourIndex.build(train_part, inputs.subset(np.arange(n_train)))
+    model.neighbours = NeighbourIndex.build_if_any(train_part, inputs.subset(np.arange(n_train)))
 
     val_inputs = inputs.subset(np.arange(n_train, n_train + n_val))
     test_inputs = inputs.subset(np.arange(n_train + n_val, len(everything)))
