@@ -6,9 +6,9 @@ cold start of `prodcat serve` from it, against the full install running this scr
 MODEL_DIR is a model folder from `prodcat train` (it carries its encoders). Measured:
 - size: a fresh venv (`python3 -m venv`, pip included) with the base alone
   (`pip install --no-compile -c constraints.txt .`), `du` of the whole venv (hard links counted
-  once): as installed, after the cold starts below (the bytecode their imports wrote), and with
-  every module compiled as a plain `pip install` does; the largest packages. --base-venv DIR
-  reuses a venv made so (no install, no size).
+  once): as installed, and with every module compiled to bytecode as a plain `pip install` does
+  (the servers below then run from it); the largest packages. --base-venv DIR reuses a venv made
+  so, compiled (no install, no size).
 - cold start: `prodcat serve MODEL_DIR` from process start to the first 200 from /healthz (the
   model loaded and its ONNX sessions warmed up) and to the first answered /v1/predict (a sample
   photo and title); the CPU seconds the server used until then (/proc/PID/stat), which other jobs
@@ -162,6 +162,9 @@ def main() -> None:
         if venv is None:
             venv = work / "base"
             report["base_install"] = make_base_venv(venv)
+            # Compiled as a plain `pip install` leaves it: a server that finds no bytecode (and
+            # may not write it: PYTHONDONTWRITEBYTECODE) compiles every module at each start.
+            report["base_install"]["size_mb_with_bytecode"] = compile_all(venv)
             print("base install", json.dumps(report["base_install"]), flush=True)
         photo = next(iter(sorted((SAMPLE / "images").glob("*.jpg")))).read_bytes()
         pythons = {"base": venv / "bin" / "python", "full": Path(sys.executable)}
@@ -173,11 +176,7 @@ def main() -> None:
                 runs[name].append(cold_start(python, args.model, photo))
         report["cold_start"] = {name: medians(r) for name, r in runs.items()}
         report["load_average_after"] = os.getloadavg()
-        if args.base_venv is None:
-            # Bytecode written by the servers' imports (what a deployment compiles as it runs),
-            # then everything compiled, as a plain `pip install` leaves it.
-            report["base_install"]["size_mb_after_serving"] = round(disk_mb(venv), 1)
-            report["base_install"]["size_mb_all_bytecode"] = compile_all(venv)
+
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(report, indent=2))

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prodcat.encoders.base import file_sha256
+from prodcat.encoders.image import TUNED_SUFFIX
+from prodcat.encoders.registry import parse_encoder_name
 from prodcat.paths import tuned_scratch_dir
 
 if TYPE_CHECKING:
@@ -42,7 +44,7 @@ def save_encoder_files(
     photo network fresh from training (in the scratch folder) is moved, any other copied; the
     other encoders' files are hard-linked from the export cache where they can be.
     """
-    tuned = {n: Path(p) for n, p in encoder_files.items() if Path(p).name == ENCODER_FILE}
+    tuned = {n: Path(p) for n, p in encoder_files.items() if is_tuned(n)}
     if len(tuned) > 1:  # only the photo encoder is ever tuned
         raise EncoderFilesError(f"a model holds one tuned encoder, not {sorted(tuned)}")
     target = folder / ENCODER_FILE
@@ -67,6 +69,12 @@ def save_encoder_files(
         encoder_files[name] = folder / relative / "model.onnx"
         saved[name] = f"{relative}/model.onnx"
     return saved
+
+
+def is_tuned(encoder: str) -> bool:
+    """Whether `encoder` is a photo network fine-tuned on the catalogue ("effnet-lite0-tuned@160"):
+    its file is the model's `photo_encoder.onnx`, wherever training left it."""
+    return parse_encoder_name(encoder)[0].endswith(TUNED_SUFFIX)
 
 
 def folder_name(encoder: str) -> str:
