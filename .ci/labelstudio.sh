@@ -9,5 +9,7 @@ venv="${PRODCAT_LABEL_STUDIO_VENV:-${TMPDIR:-/tmp}/prodcat-labelstudio-venv}"
 rm -rf "$venv"
 python3 -m venv "$venv" >&2
 "$venv/bin/pip" install -q -c .ci/labelstudio-constraints.txt label-studio >&2
-"$venv/bin/pip" show label-studio | head -2 >&2  # not `label-studio --version`: it sets up ~/.local
+# Its version, without a pipe that could break under pipefail, and not by `label-studio
+# --version`, which sets up ~/.local.
+"$venv/bin/python" -c 'import importlib.metadata as m; print("label-studio", m.version("label-studio"))' >&2
 echo "$venv/bin/label-studio"
