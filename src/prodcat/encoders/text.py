@@ -312,7 +312,7 @@ class MiniLMEncoder(TextEncoder):
         # The tokenizer's folder: the weights package's, or the one the export was copied into.
         self.model_dir = minilm_model_dir() if self.onnx_file is None else self.onnx_file.parent
         if self.onnx_file is not None:
-            self._check_folder()
+            self._check_folder(self.onnx_file)
         self.max_seq_length = minilm_max_seq_length(self.model_dir)
         self.onnx_dir = Path(onnx_dir) if onnx_dir is not None else default_onnx_dir()
         self.threads = resolve_threads(threads)
@@ -327,27 +327,26 @@ class MiniLMEncoder(TextEncoder):
         """384."""
         return MINILM_DIM
 
-    def _check_folder(self) -> None:
+    def _check_folder(self, onnx_file: Path) -> None:
         """Refuse an `onnx_file` that is not MiniLM's export, or lacks its tokenizer files."""
-        assert self.onnx_file is not None
-        if not self.onnx_file.is_file():
-            raise ValueError(f"minilm: its ONNX file {self.onnx_file} does not exist")
+        if not onnx_file.is_file():
+            raise ValueError(f"minilm: its ONNX file {onnx_file} does not exist")
         missing = [n for n in self.TOKENIZER_FILES if not (self.model_dir / n).is_file()]
         if missing:
             raise ValueError(
                 f"{self.model_dir} lacks {missing}: MiniLM's tokenizer files must sit beside "
-                f"{self.onnx_file.name}; copy the whole model folder"
+                f"{onnx_file.name}; copy the whole model folder"
             )
-        meta = onnx_metadata(self.onnx_file)
+        meta = onnx_metadata(onnx_file)
         if meta.get("encoder") != "minilm" or not meta.get("weights_sha256"):
             raise ValueError(
-                f"{self.onnx_file} is not an export of minilm: its metadata names encoder "
+                f"{onnx_file} is not an export of minilm: its metadata names encoder "
                 f"{meta.get('encoder')!r} (weights_sha256 "
                 f"{'present' if meta.get('weights_sha256') else 'missing'})"
             )
         if meta.get("tokenizer_sha256") != self.tokenizer_sha256:
             raise ValueError(
-                f"{self.model_dir / 'tokenizer.json'} is not the tokenizer {self.onnx_file.name} "
+                f"{self.model_dir / 'tokenizer.json'} is not the tokenizer {onnx_file.name} "
                 "was exported with (its sha256 differs from the export's tokenizer_sha256)"
             )
 
