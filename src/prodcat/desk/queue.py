@@ -151,10 +151,9 @@ def with_proposals(
     ]
     if not examples or model.extension_sample is None:
         return model, []
-    from prodcat.features.cache import FeatureCache as Cache
     from prodcat.model.extending import extend_model
 
-    extended = extend_model(model, examples, cache=cache or Cache()).model
+    extended = extend_model(model, examples, cache=cache or FeatureCache()).model
     digest = hashlib.sha256(
         "\n".join(f"{p.id}\t{format_path(p.label or ())}" for p in examples).encode()
     )

@@ -67,7 +67,8 @@ from prodcat.model.folder_checks import (
 from prodcat.model.inputs import build_inputs
 from prodcat.model.neighbours import NeighbourIndex
 from prodcat.model.prediction import TOP_K, Prediction
-from prodcat.monitor.observations import Observations, photo_side
+from prodcat.monitor.observations import Observations
+from prodcat.monitor.observations import photo_side as photo_side_of  # not the field
 from prodcat.monitor.reference import REFERENCE_FILE, Reference
 from prodcat.taxonomy.probabilities import back_off, level_probabilities
 from prodcat.taxonomy.tree import Taxonomy, parse_path
@@ -298,7 +299,7 @@ class Model:
             predicted=proba.argmax(axis=1),
             has_photo=np.array([p.image is not None for p in products], dtype=bool),
             has_title=np.array([bool(p.text) for p in products], dtype=bool),
-            photo_side=np.array([photo_side(p.image) for p in products], dtype=np.float64),
+            photo_side=np.array([photo_side_of(p.image) for p in products], dtype=np.float64),
         )
 
     # -- persistence ----------------------------------------------------------------------
