@@ -12,8 +12,9 @@ Measured (each bounded in count and time):
 - the server's peak memory (VmHWM) after the load;
 - batch prediction from files (`Predictor.predict_products`, what `prodcat predict` runs),
   products/s, with the ONNX encoders + ONNX head and with the torch encoders + torch head.
-The load generator (asyncio + httpx) runs on the same cores as the server: its CPU is counted
-against the server's figures, as a client on the same machine would be.
+The load generator (benchmarks/http_load.py: prebuilt requests on raw keep-alive sockets, cheaper
+than an HTTP library) runs on the same cores as the server: its CPU is counted against the
+server's figures, as a client on the same machine would be, and is reported per request.
 
 `--latency` (issue 19) measures each target beside its baseline in one run, and nothing else:
 - one client, one product at a time, JSON (title + image_base64): p50 / p99, beside the floor,
@@ -39,8 +40,11 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+
+from http_load import Connection, closed_loop, json_request, multipart_request
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "fashion-products"
 
@@ -121,47 +125,13 @@ def cold_start(model: Path, product: dict[str, Any], launcher: str = "prodcat") 
 async def load(
     url: str, rows: list[dict[str, Any]], clients: int, *, seconds: float, max_requests: int
 ) -> dict[str, Any]:
-    """`clients` closed-loop clients sending single products until time or count runs out."""
-    latencies: list[float] = []
-    errors: list[str] = []
-    next_index = 0
-    deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-
-        async def worker() -> None:
-            nonlocal next_index
-            while time.perf_counter() < deadline and next_index < max_requests:
-                row = rows[next_index % len(rows)]
-                next_index += 1
-                t0 = time.perf_counter()
-                try:
-                    r = await client.post(
-                        "/v1/predict",
-                        data={"title": row["title"], "id": row["id"]},
-                        files={"image": ("p.jpg", row["photo"], "image/jpeg")},
-                    )
-                    if r.status_code != 200:
-                        errors.append(f"{r.status_code} {r.text[:100]}")
-                except httpx.HTTPError as exc:
-                    errors.append(repr(exc))
-                latencies.append(time.perf_counter() - t0)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        elapsed = time.perf_counter() - started
-    ordered = sorted(latencies)
-    return {
-        "clients": clients,
-        "requests": len(latencies),
-        "errors": len(errors),
-        "first_errors": errors[:3],
-        "seconds": round(elapsed, 2),
-        "requests_per_s": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(1000 * ordered[len(ordered) // 2], 1),
-        "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 1),
-    }
+    """`clients` closed-loop clients sending single products (multipart: title + photo file)
+    until time or count runs out (benchmarks/http_load.py: prebuilt requests, raw sockets)."""
+    host = urlsplit(url).netloc
+    requests = [
+        multipart_request(host, {"title": r["title"], "id": r["id"]}, r["photo"]) for r in rows
+    ]
+    return await closed_loop(url, requests, clients, seconds=seconds, max_requests=max_requests)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -220,20 +190,31 @@ async def single_client(url: str, rows: list[dict[str, Any]], n: int) -> dict[st
     """One client, one JSON product at a time (photo in base64 + title), `n` requests."""
     import base64
 
-    bodies = [
-        {"id": r["id"], "title": r["title"], "image_base64": base64.b64encode(r["photo"]).decode()}
+    host = urlsplit(url).netloc
+    requests = [
+        json_request(
+            host,
+            {
+                "id": r["id"],
+                "title": r["title"],
+                "image_base64": base64.b64encode(r["photo"]).decode(),
+            },
+        )
         for r in rows
     ]
+    connection = await Connection.open(url)
     latencies, head_ms, errors = [], [], 0
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        for i in range(n):
-            t0 = time.perf_counter()
-            r = await client.post("/v1/predict", json=bodies[i % len(bodies)])
-            latencies.append(time.perf_counter() - t0)
-            if r.status_code != 200:
-                errors += 1
-            else:
-                head_ms.append(r.json()["timings"]["head_ms"])
+    cpu0 = time.process_time()
+    for i in range(n):
+        t0 = time.perf_counter()
+        status, body = await connection.send(requests[i % len(requests)])
+        latencies.append(time.perf_counter() - t0)
+        if status != 200:
+            errors += 1
+        else:
+            head_ms.append(json.loads(body)["timings"]["head_ms"])
+    cpu = time.process_time() - cpu0
+    connection.close()
     ordered = sorted(latencies)
     return {
         "requests": n,
@@ -241,6 +222,7 @@ async def single_client(url: str, rows: list[dict[str, Any]], n: int) -> dict[st
         "p50_ms": round(1000 * ordered[len(ordered) // 2], 2),
         "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
         "server_head_ms_median": round(statistics.median(head_ms), 3) if head_ms else None,
+        "client_cpu_ms_per_request": round(1000 * cpu / n, 3),
     }
 
 
@@ -302,10 +284,13 @@ def latency_run(args: argparse.Namespace) -> dict[str, Any]:
         asyncio.run(single_client(url, rows[:50], 50))  # warm the sessions
         report["single"] = [asyncio.run(single_client(url, rows, 300)) for _ in range(args.repeats)]
         print("one client", report["single"], flush=True)
-        report["clients_8"] = [
-            asyncio.run(load(url, rows, 8, seconds=20, max_requests=800))
-            for _ in range(args.repeats)
-        ]
+        report["clients_8"] = []
+        for _ in range(args.repeats):
+            cpu_before = cpu_seconds(process.pid)
+            result = asyncio.run(load(url, rows, 8, seconds=20, max_requests=800))
+            used = cpu_seconds(process.pid) - cpu_before
+            result["server_cpu_ms_per_request"] = round(1000 * used / result["requests"], 2)
+            report["clients_8"].append(result)
         print("8 clients", report["clients_8"], flush=True)
     finally:
         stop(process)
@@ -336,6 +321,15 @@ def latency_run(args: argparse.Namespace) -> dict[str, Any]:
         ),
         "encoders_products_per_s": round(encoders_rate, 1),
         "batch_over_encoders": round(batch_rate / encoders_rate, 3),
+        "clients_8_client_cpu_ms_per_request": median(
+            r["client_cpu_ms_per_request"] for r in report["clients_8"]
+        ),
+        "clients_8_server_cpu_ms_per_request": median(
+            r["server_cpu_ms_per_request"] for r in report["clients_8"]
+        ),
+        "batch_cpu_ms_per_product": round(
+            median(1000 / r["products_per_cpu_s"] for r in report["batch_onnx"]), 2
+        ),
     }
     return report
 

@@ -17,19 +17,23 @@ traversal (`ForestArrays`) instead of scikit-learn's pickled objects.
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 import scipy.sparse
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
 from prodcat.encoders.words import (
+    DEFAULT_NGRAMS,
     TEXT_HEAD_V1_PATTERN,
     TOKEN_PATTERN,
     VECTORIZER_KINDS,
+    TermCounter,
     make_vectorizer,
 )
 from prodcat.progress import report_training
+
+if TYPE_CHECKING:  # scikit-learn fits the head; predicting needs none of it (`TermCounter`)
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
 from .base import HOLDOUT_FRACTION, Head, stratified_holdout
 from .inputs import Inputs
@@ -269,7 +273,7 @@ class TextLinearHead(Head):
     ) -> None:
         columns = np.searchsorted(classes, np.asarray(model.classes_).astype(str))
         self.classes_ = classes
-        self.vectorizer_ = vec
+        self.counter_ = TermCounter.from_vectorizer(vec)
         self.n_features_in_ = len(vec.vocabulary_)
         self.family_ = best["family"]
         self.best_params_ = best["params"]
@@ -282,7 +286,7 @@ class TextLinearHead(Head):
 
     # -- predicting ------------------------------------------------------------------------
     def _transform(self, X: Inputs) -> scipy.sparse.csr_matrix:
-        return scipy.sparse.csr_matrix(self.vectorizer_.transform(X.texts))
+        return self.counter_.transform(X.texts)
 
     def _logits(self, X: Inputs) -> np.ndarray:
         if isinstance(self.model_, ForestArrays):
@@ -296,19 +300,19 @@ class TextLinearHead(Head):
 
     # -- persistence -----------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
-        vocabulary = sorted(self.vectorizer_.vocabulary_, key=self.vectorizer_.vocabulary_.get)
+        vocabulary = sorted(self.counter_.vocabulary, key=self.counter_.vocabulary.__getitem__)
         return {
             "family": self.family_,
             "best_params": self.best_params_,
             "n_features_in": self.n_features_in_,
             "vocabulary": vocabulary,
-            "token_pattern": self.vectorizer_.token_pattern,
+            "token_pattern": self.counter_.token_pattern,
         }
 
     def _weights(self) -> dict[str, np.ndarray]:
         weights = dict(self.model_.arrays())
-        if isinstance(self.vectorizer_, TfidfVectorizer):
-            weights["idf"] = np.asarray(self.vectorizer_.idf_, dtype=np.float64)
+        if self.counter_.idf is not None:
+            weights["idf"] = self.counter_.idf
         return weights
 
     def _restore(self, config: dict[str, Any], weights: dict[str, np.ndarray]) -> None:
@@ -316,10 +320,12 @@ class TextLinearHead(Head):
         # A head saved before the one tokeniser names no pattern: it keeps the one it was fitted
         # with, so that its answers do not change.
         pattern = str(config.get("token_pattern", TEXT_HEAD_V1_PATTERN))
-        vec = title_vectorizer(self.vectorizer, vocabulary=vocabulary, token_pattern=pattern)
-        if isinstance(vec, TfidfVectorizer):
-            vec.idf_ = weights["idf"]  # a given vocabulary + idf is a fitted TF-IDF; no refit
-        self.vectorizer_ = vec
+        self.counter_ = TermCounter(
+            vocabulary,
+            pattern,
+            DEFAULT_NGRAMS[self.vectorizer],
+            weights["idf"] if self.vectorizer == "tfidf" else None,
+        )
         self.n_features_in_ = int(config["n_features_in"])
         self.family_ = config["family"]
         self.best_params_ = config["best_params"]

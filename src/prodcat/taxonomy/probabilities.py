@@ -36,7 +36,11 @@ def prefixes(path: str) -> list[str]:
 def _check_classes(classes: Sequence[str]) -> list[str]:
     if isinstance(classes, str):
         raise TypeError("classes is a single string; expected a sequence of class paths")
-    out = [str(c) for c in classes]
+    return list(_checked(tuple(str(c) for c in classes)))
+
+
+@functools.lru_cache(maxsize=16)  # every prediction checks the model's same class list
+def _checked(out: tuple[str, ...]) -> tuple[str, ...]:
     if not out:
         raise ValueError("classes is empty; expected the class paths of the model's columns")
     duplicates = sorted(c for c, count in Counter(out).items() if count > 1)
@@ -74,7 +78,7 @@ def ancestor_matrix(classes: Sequence[str]) -> tuple[list[str], scipy.sparse.csr
 
 @functools.lru_cache(maxsize=16)
 def _ancestor_matrix(checked: tuple[str, ...]) -> tuple[list[str], scipy.sparse.csr_matrix]:
-    nodes = sorted({node for path in checked for node in prefixes(path)})
+    nodes = _nodes(checked)
     index = {node: j for j, node in enumerate(nodes)}
     rows, cols = [], []
     for i, path in enumerate(checked):
@@ -84,6 +88,18 @@ def _ancestor_matrix(checked: tuple[str, ...]) -> tuple[list[str], scipy.sparse.
     data = np.ones(len(rows), dtype=np.float64)
     matrix = scipy.sparse.csr_matrix((data, (rows, cols)), shape=(len(checked), len(nodes)))
     return nodes, matrix
+
+
+def _nodes(checked: tuple[str, ...]) -> list[str]:
+    return sorted({node for path in checked for node in prefixes(path)})
+
+
+@functools.lru_cache(maxsize=16)
+def _paths(checked: tuple[str, ...]) -> tuple[np.ndarray, list[tuple[str, list[int]]]]:
+    """Each class's node column, and its path's nodes with their columns (root-first)."""
+    index = {node: j for j, node in enumerate(_nodes(checked))}
+    columns = np.array([index[c] for c in checked])
+    return columns, [(c, [index[n] for n in prefixes(c)]) for c in checked]
 
 
 def node_probabilities(proba: np.ndarray, classes: Sequence[str]) -> tuple[list[str], np.ndarray]:
@@ -100,13 +116,15 @@ def level_probabilities(proba: np.ndarray, classes: Sequence[str]) -> list[dict[
     how sure the model is of the predicted path at every depth.
     """
     checked = _check_classes(classes)
-    nodes, node_proba = node_probabilities(proba, checked)
-    index = {node: j for j, node in enumerate(nodes)}
-    best = np.argmax(node_proba[:, [index[c] for c in checked]], axis=1)
-    return [
-        {node: float(node_proba[i, index[node]]) for node in prefixes(checked[k])}
-        for i, k in enumerate(best)
-    ]
+    _, node_proba = node_probabilities(proba, checked)
+    columns, paths = _paths(tuple(checked))
+    best = np.argmax(node_proba[:, columns], axis=1)
+    out = []
+    for i, k in enumerate(best):
+        path, path_columns = paths[k]
+        values = node_proba[i, path_columns].tolist()
+        out.append(dict(zip(prefixes(path), values, strict=True)))
+    return out
 
 
 def _children(nodes: list[str]) -> dict[str, np.ndarray]:
