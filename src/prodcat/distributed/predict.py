@@ -64,6 +64,7 @@ class RayRun:
     read_s: float = 0.0
     predict_s: float = 0.0
     first_answer_s: float = 0.0  # from the start of labelling to the first answers back
+    first_rows: int = 0  # how many rows those first answers were
     peak_mb: dict[str, float] = field(default_factory=dict)
 
 
@@ -137,7 +138,9 @@ def predict_on_ray(
             },
             batch_size=BATCH_ROWS,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=plan.workers, max_tasks_in_flight_per_actor=1),
+            # Two batches in flight per actor: the next one is already there when a batch ends,
+            # so an actor never waits for the scheduler between batches.
+            compute=ray.data.ActorPoolStrategy(size=plan.workers, max_tasks_in_flight_per_actor=2),
             num_cpus=plan.cpus,
         )
         started = time.perf_counter()
@@ -147,8 +150,9 @@ def predict_on_ray(
             progress_bar("predicting", count, enabled=progress and count > 0) as advance,
         ):
             for batch in answered.iter_batches(batch_size=None, batch_format="numpy"):
-                run.first_answer_s = run.first_answer_s or time.perf_counter() - started
                 records = [json.loads(text) for text in batch["record"]]
+                if not run.first_answer_s:
+                    run.first_answer_s, run.first_rows = time.perf_counter() - started, len(records)
                 writer.write(records)
                 run.tally.add(records)
                 for worker, peak in zip(batch["worker"], batch["peak_mb"], strict=True):
