@@ -12,10 +12,11 @@ stopped after (cluster start is not timed; connecting, reading and the actors' s
 - end to end: rows / (connect + read + label + write), what a user waits for;
 - labelling: rows / (first batch requested to last answer written) (actor start and model load
   included, reading excluded);
-- steady: the rows after the first answers / the time after them: the throughput a long job
-  runs at once every worker is up, which the scaling ratio and the comparison with the local
-  engine are about (a job of millions of products pays the start-up once); the start-up itself
-  (first batch requested to first answers back) is reported beside it;
+- steady: the workers' own rate from each one's first batch to its last, summed over the workers
+  (`RayRun.steady_rows_per_s`; the local engine: rows / its labelling, writing excluded): the
+  throughput of a long job once every worker is up, which the scaling ratio and the comparison
+  with the local engine are about (a job of millions of products pays the start-up once); the
+  start-up itself (first batch requested to first answers back) is reported beside it;
 - local: the local engine (`Predictor.predict_products` on all cores, what `prodcat predict` runs)
   timed the same way: read + label + write, and label + write.
 The load average before and after each run is printed: other work on the machine skews figures.
@@ -86,11 +87,11 @@ def _run_local(model_dir: Path, source: Path, out: Path) -> dict[str, Any]:
     cat = load_catalogue(source, ColumnMapping(), verify_images=False, require_labels=False)
     labelling = time.perf_counter()
     predictor = Predictor(model)
-    answers, first, first_rows = [], 0.0, 0
+    answers, first = [], 0.0
     for prepared in predictor.prepare_chunks(cat.products):  # what predict_products runs
         answers += predictor.run(prepared)[0]
-        if not first:
-            first, first_rows = time.perf_counter(), len(answers)
+        first = first or time.perf_counter()
+    answered = time.perf_counter()
     write_predictions(out, answers, cat.products)
     done = time.perf_counter()
     rows = len(cat.products)
@@ -98,7 +99,7 @@ def _run_local(model_dir: Path, source: Path, out: Path) -> dict[str, Any]:
         "rows": rows,
         "end_to_end_per_s": rows / (done - started),
         "labelling_per_s": rows / (done - labelling),
-        "steady_per_s": (rows - first_rows) / (done - first),
+        "steady_per_s": rows / (answered - labelling),
         "first_answer_s": first - labelling,
         "peak_mb": {"local": _peak_mb()},
     }
@@ -126,7 +127,7 @@ def run_ray(model_dir: Path, source: Path, out: Path, address: str, workers: int
         "end_to_end_per_s": run.rows / (done - started),
         "labelling_per_s": run.rows / run.predict_s,
         "first_answer_s": run.first_answer_s,
-        "steady_per_s": (run.rows - run.first_rows) / (run.predict_s - run.first_answer_s),
+        "steady_per_s": run.steady_rows_per_s(),
         "peak_mb": run.peak_mb,
     }
 

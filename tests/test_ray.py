@@ -225,3 +225,22 @@ def test_the_ray_engine_without_ray_names_the_extra(tmp_path: Path, sample_csv: 
     )
     assert done.returncode == 2, done.stderr
     assert 'pip install "prodcat[ray]"' in done.stderr
+
+
+def test_the_steady_rate_sums_each_workers_own_rate_from_its_first_batch_to_its_last() -> None:
+    """What benchmarks/scale.py divides for the scaling ratio: start-up excluded, gaps between a
+    worker's batches included; rows of one batch share its span."""
+    from prodcat.distributed.predict import RayRun, _note_workers
+    from prodcat.gate.gate import DECISIONS
+    from prodcat.model.predictions_file import Tally
+
+    run = RayRun(Tally(DECISIONS), False, None)  # type: ignore[arg-type]
+    batch = {
+        "worker": np.array(["a"] * 3 + ["b"] * 2 + ["a"] * 2),
+        "peak_mb": np.array([10.0, 10, 10, 20, 20, 12, 12]),
+        "span": np.array([[100.0, 101]] * 3 + [[50.0, 52]] * 2 + [[103.0, 105]] * 2),
+    }
+    _note_workers(run, batch)
+    assert run.spans == {"a": (100.0, 105.0, 5), "b": (50.0, 52.0, 2)}
+    assert run.peak_mb == {"a": 12.0, "b": 20.0}
+    assert run.steady_rows_per_s() == pytest.approx(5 / 5 + 2 / 2)

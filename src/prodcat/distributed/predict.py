@@ -64,8 +64,19 @@ class RayRun:
     read_s: float = 0.0
     predict_s: float = 0.0
     first_answer_s: float = 0.0  # from the start of labelling to the first answers back
-    first_rows: int = 0  # how many rows those first answers were
     peak_mb: dict[str, float] = field(default_factory=dict)
+    # Per worker: (its first batch's start, its last batch's end, rows), on its own clock.
+    spans: dict[str, tuple[float, float, int]] = field(default_factory=dict)
+
+    def steady_rows_per_s(self) -> float:
+        """The workers' summed rate from each one's first batch to its last: the throughput of
+        a long job once every worker is up (start-up and reading excluded, gaps between
+        batches included)."""
+        return sum(rows / (end - start) for start, end, rows in self.spans.values() if end > start)
+
+    def _add_span(self, worker: str, start: float, end: float, rows: int) -> None:
+        first, last, count = self.spans.get(worker, (start, end, 0))
+        self.spans[worker] = (min(first, start), max(last, end), count + rows)
 
 
 class PredictWorker:
@@ -84,6 +95,7 @@ class PredictWorker:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, list[Any]]:
+        started = time.time()
         rows = batch_rows(batch)
         products = [row.product() for row in rows if row.kind == PRODUCT]
         answers = iter(
@@ -101,8 +113,13 @@ class PredictWorker:
             )
             record = prediction_record(answer, row.product(), self.labelled)
             records.append(json.dumps(record, ensure_ascii=False))
-        peak = [peak_memory_mb()] * len(records)
-        return {"record": records, "worker": [self.name] * len(records), "peak_mb": peak}
+        n = len(records)
+        return {
+            "record": records,
+            "worker": [self.name] * n,
+            "peak_mb": [peak_memory_mb()] * n,
+            "span": [(started, time.time())] * n,
+        }
 
 
 def predict_on_ray(
@@ -150,16 +167,22 @@ def predict_on_ray(
             progress_bar("predicting", count, enabled=progress and count > 0) as advance,
         ):
             for batch in answered.iter_batches(batch_size=None, batch_format="numpy"):
+                run.first_answer_s = run.first_answer_s or time.perf_counter() - started
                 records = [json.loads(text) for text in batch["record"]]
-                if not run.first_answer_s:
-                    run.first_answer_s, run.first_rows = time.perf_counter() - started, len(records)
                 writer.write(records)
                 run.tally.add(records)
-                for worker, peak in zip(batch["worker"], batch["peak_mb"], strict=True):
-                    run.peak_mb[str(worker)] = max(float(peak), run.peak_mb.get(str(worker), 0))
+                _note_workers(run, batch)
                 advance(len(records))
         run.predict_s = time.perf_counter() - started
     return run
+
+
+def _note_workers(run: RayRun, batch: Mapping[str, Any]) -> None:
+    """Each worker's peak memory and batch spans, from the answers' bookkeeping columns."""
+    for worker, peak, span in zip(batch["worker"], batch["peak_mb"], batch["span"], strict=True):
+        name = str(worker)
+        run.peak_mb[name] = max(float(peak), run.peak_mb.get(name, 0.0))
+        run._add_span(name, float(span[0]), float(span[1]), 1)
 
 
 def peak_memory_mb() -> float:
