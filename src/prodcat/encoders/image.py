@@ -30,6 +30,7 @@ import numpy as np
 from prodcat.paths import default_onnx_dir
 
 from .base import (
+    PHOTO_BATCH,
     Backend,
     ImageEncoder,
     batches,
@@ -116,7 +117,7 @@ class EfficientNetLiteEncoder(ImageEncoder):
         size: int | None = None,
         onnx_dir: str | Path | None = None,
         threads: int | None = None,
-        batch_size: int = 32,
+        batch_size: int = PHOTO_BATCH,
         backend: Backend = "onnx",
         cut: int | None = None,
         onnx_file: str | Path | None = None,
@@ -284,7 +285,7 @@ class TunedEffNetEncoder(EfficientNetLiteEncoder):
         onnx_file: str | Path | None = None,
         size: int | None = None,
         threads: int | None = None,
-        batch_size: int = 32,
+        batch_size: int = PHOTO_BATCH,
         backend: Backend = "onnx",
     ) -> None:
         if onnx_file is None:

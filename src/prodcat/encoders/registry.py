@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .base import Encoder, Modality
+from .base import PHOTO_BATCH, Encoder, Modality
 
 MODALITIES: tuple[Modality, ...] = ("image", "text")
 
@@ -168,7 +168,7 @@ def _effnet_factory(variant: str) -> Callable[..., Encoder]:
         size: int | None = None,
         onnx_dir: Any = None,
         threads: int | None = None,
-        batch_size: int = 32,
+        batch_size: int = PHOTO_BATCH,
         backend: str = "onnx",
         onnx_file: Any = None,
     ) -> Encoder:
@@ -194,7 +194,7 @@ def _effnet_trunk_factory(variant: str) -> Callable[..., Encoder]:
         size: int | None = None,
         onnx_dir: Any = None,
         threads: int | None = None,
-        batch_size: int = 32,
+        batch_size: int = PHOTO_BATCH,
         backend: str = "onnx",
         onnx_file: Any = None,
     ) -> Encoder:
@@ -223,7 +223,7 @@ def _effnet_tuned_factory(variant: str) -> Callable[..., Encoder]:
         onnx_file: Any = None,
         size: int | None = None,
         threads: int | None = None,
-        batch_size: int = 32,
+        batch_size: int = PHOTO_BATCH,
         backend: str = "onnx",
     ) -> Encoder:
         from .image import TunedEffNetEncoder
