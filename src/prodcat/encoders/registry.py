@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .base import PHOTO_BATCH, Encoder, Modality
+from .base import PHOTO_BATCH, TITLE_BATCH, Encoder, Modality
 
 MODALITIES: tuple[Modality, ...] = ("image", "text")
 
@@ -266,7 +266,7 @@ def _minilm(
     *,
     onnx_dir: Any = None,
     threads: int | None = None,
-    batch_size: int = 64,
+    batch_size: int = TITLE_BATCH,
     backend: str = "onnx",
     onnx_file: Any = None,
 ) -> Encoder:

@@ -29,6 +29,7 @@ import prodcat
 from prodcat.paths import default_onnx_dir
 
 from .base import (
+    TITLE_BATCH,
     Backend,
     TextEncoder,
     batches,
@@ -290,7 +291,7 @@ class TfidfEncoder(SparseTextEncoder):
 class MiniLMEncoder(TextEncoder):
     """Title -> 384 float32 values (L2-normalised mean of MiniLM-L6-v2's token states).
 
-    Options: `onnx_dir`, `threads`, `batch_size` (titles per network call, default 64),
+    Options: `onnx_dir`, `threads`, `batch_size` (titles per network call, default TITLE_BATCH),
     `backend` ("onnx", or "torch" = sentence-transformers, the reference) and `onnx_file` (run
     from this export, e.g. a model folder's copy; its folder holds the tokenizer files too).
     """
@@ -304,7 +305,7 @@ class MiniLMEncoder(TextEncoder):
         *,
         onnx_dir: str | Path | None = None,
         threads: int | None = None,
-        batch_size: int = 64,
+        batch_size: int = TITLE_BATCH,
         backend: Backend = "onnx",
         onnx_file: str | Path | None = None,
     ) -> None:
