@@ -271,3 +271,24 @@ def test_the_demo_copies_the_sample_beside_its_models(tmp_path: Path) -> None:
     assert (table.parent / "README.md").read_text(encoding="utf-8").startswith("# The bundled")
     copied = load_catalogue(table)
     assert len(copied.products) == 1501 and copied.rejected == []
+
+
+def test_encode_says_which_rows_it_rejected(tmp_path: Path, sample_dir: Path) -> None:
+    """A row that is not a product is named, never dropped silently; the others are encoded."""
+    lines = (sample_dir / "products.csv").read_text(encoding="utf-8").splitlines()
+    header, good = lines[0], lines[1:3]
+    blank_id = "," + good[0].split(",", 1)[1]
+    (tmp_path / "products.csv").write_text("\n".join([header, *good, blank_id]) + "\n")
+    (tmp_path / "images").symlink_to(sample_dir / "images")
+    command = ["encode", str(tmp_path / "products.csv"), "--cache-dir", str(tmp_path / "cache")]
+    result = runner.invoke(app, command)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "rejected: products.csv line 4, column 'id': the id is empty" in said
+    assert "1 rows rejected" in said
+    from prodcat.encoders.registry import get_encoder
+    from prodcat.features.cache import FeatureCache, content_key
+
+    titles = FeatureCache(tmp_path / "cache").store(get_encoder("minilm").version)
+    encoded = load_catalogue(tmp_path / "products.csv", verify_images=False).products
+    assert len(encoded) == 2 and all(content_key(p.text) in titles for p in encoded)

@@ -108,6 +108,10 @@ def encode(
         fail("--ray-address and --workers need --engine ray")
     cat = load_catalogue_or_exit(catalogue, mapping, require_labels=False)
     _encode_report(cat, names, FeatureCache(cache_dir))
+    # Rows that are not products are said, as the Ray engine says them, never dropped silently.
+    for problem in cat.rejected[:10]:
+        warn(problem.message, "rejected:")
+    out.print(f"{len(cat.rejected):,} rows rejected")
 
 
 def _encode_ray(
