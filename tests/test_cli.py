@@ -292,3 +292,12 @@ def test_encode_says_which_rows_it_rejected(tmp_path: Path, sample_dir: Path) ->
     titles = FeatureCache(tmp_path / "cache").store(get_encoder("minilm").version)
     encoded = load_catalogue(tmp_path / "products.csv", verify_images=False).products
     assert len(encoded) == 2 and all(content_key(p.text) in titles for p in encoded)
+
+
+def test_encode_refuses_a_bag_of_words_with_the_reason(tmp_path: Path, sample_dir: Path) -> None:
+    command = ["encode", str(sample_dir / "products.csv"), "--text-encoder", "tfidf"]
+    result = runner.invoke(app, [*command, "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 2
+    said = " ".join(result.output.split())
+    assert "error: tfidf is fitted on the training titles by the head that reads it" in said
+    assert not (tmp_path / "cache").exists()

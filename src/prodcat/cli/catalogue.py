@@ -99,6 +99,7 @@ def encode(
         id_column, text_column, image_column, label_column, label_columns, separator
     )
     names = [image_encoder, text_encoder]
+    _check_cacheable(names)
     if engine == "ray":
         _encode_ray(catalogue, names, FeatureCache(cache_dir), mapping, ray_address, workers)
         return
@@ -112,6 +113,24 @@ def encode(
     for problem in cat.rejected[:10]:
         warn(problem.message, "rejected:")
     out.print(f"{len(cat.rejected):,} rows rejected")
+
+
+def _check_cacheable(names: list[str]) -> None:
+    """Only encoders with fixed weights fill the cache: a bag of words is fitted on the
+    training titles by the head that reads it, so there is nothing to compute before training."""
+    from prodcat.encoders.registry import encoder_info
+
+    for name in names:
+        try:
+            info = encoder_info(name)
+        except ValueError as exc:
+            fail(str(exc))
+        if info.output == "words":
+            fail(
+                f"{name} is fitted on the training titles by the head that reads it (`prodcat "
+                "train`); there is nothing to encode ahead. Expected an encoder with fixed "
+                "weights (`prodcat encoders` lists them: e.g. minilm, effnet-lite0)"
+            )
 
 
 def _encode_ray(
