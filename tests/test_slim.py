@@ -281,3 +281,74 @@ except CatalogueError as exc:
     said = run_blocked(script, str(table), cache=tmp_path, blocked=("pandas", "pyarrow"))
     assert "products.parquet: reading Parquet needs" in said
     assert 'pip install "prodcat[parquet]"' in said
+
+
+# What the base install leaves out besides the training parts: scikit-learn fits the heads, the
+# text vocabularies and the projections; loading, predicting, evaluating and serving never need it.
+FITTING = ("sklearn", "joblib")
+
+BASE_PATHS = """
+import csv
+import json
+from pathlib import Path
+from fastapi.testclient import TestClient
+import prodcat.cli
+from prodcat.cli import app
+from prodcat.model.bundle import Model
+from prodcat.model.predictor import Predictor, ProductInput
+from prodcat.serving.app import create_app
+from prodcat.serving.settings import Settings
+
+model_dir, rows, out = Path(sys.argv[1]), json.loads(sys.argv[2]), Path(sys.argv[3])
+items = [ProductInput(pid, title, Path(photo) if photo else None) for pid, title, photo in rows]
+answers = [
+    [p.id, p.category, p.probability, p.decision]
+    for p in Predictor(Model.load(model_dir)).predict(items)
+]
+with TestClient(create_app(Settings(model_dir=model_dir))) as client:
+    served = client.post("/v1/predict", json={"title": rows[1][1], "id": rows[1][0]}).json()
+table = out / "products.csv"
+with table.open("w", newline="", encoding="utf-8") as handle:
+    writer = csv.writer(handle)
+    writer.writerow(["id", "title", "image"])
+    writer.writerows([pid, title, photo or ""] for pid, title, photo in rows)
+for args in (
+    ["--help"],
+    ["predict", str(model_dir), str(table), "--out", str(out / "predictions.csv")],
+):
+    try:
+        app(args, prog_name="prodcat")
+    except SystemExit as done:
+        assert not done.code, (args, done.code)
+loaded = sorted({m.partition(".")[0] for m in sys.modules} & BLOCKED)
+with (out / "predictions.csv").open(encoding="utf-8") as handle:
+    written = [[r["id"], r["predicted_category"]] for r in csv.DictReader(handle)]
+print(json.dumps({"answers": answers, "served": served, "written": written, "loaded": loaded}))
+"""
+
+
+@pytest.mark.base
+def test_load_predict_serve_and_the_cli_never_import_scikit_learn(
+    sample_model_dir: Path, sample_catalogue: Catalogue, tmp_path: Path
+) -> None:
+    """The blend head's words part (a TF-IDF vocabulary and a linear model) predicts with NumPy
+    and SciPy alone: with scikit-learn unimportable, the same answers as the full install."""
+    rows = products(sample_catalogue, n=8)
+    said = run_blocked(
+        BASE_PATHS,
+        str(sample_model_dir),
+        json.dumps(rows),
+        str(tmp_path),
+        cache=tmp_path / "cache",
+        blocked=(*BLOCKED, *FITTING),
+    )
+    result = json.loads(said.strip().splitlines()[-1])  # --help printed above it
+    assert result["loaded"] == []
+    expected = predict_here(Model.load(sample_model_dir), rows)
+    same_answers(result["answers"], expected)
+    assert result["written"] == [[a[0], a[1]] for a in expected]
+    # The title alone, served: the words part and the fusion network's title half.
+    assert result["served"]["id"] == rows[1][0]
+    title_only = predict_here(Model.load(sample_model_dir), [(rows[1][0], rows[1][1], None)])
+    assert result["served"]["category"] == title_only[0][1]
+    assert result["served"]["probability"] == pytest.approx(title_only[0][2], abs=1e-5)

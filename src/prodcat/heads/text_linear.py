@@ -10,6 +10,11 @@ Titles are split into words by the one tokeniser (`prodcat.encoders.words`, that
 vocabulary, its token pattern (and idf) rebuild the vectoriser; a linear winner is its
 coefficient matrix; a forest winner is its trees' node arrays, evaluated by a small numpy
 traversal (`ForestArrays`) instead of scikit-learn's pickled objects.
+
+scikit-learn fits (training: `pip install "prodcat[train]"`); prediction runs on NumPy and SciPy
+alone (`WordVectorizer`, `LinearArrays`, `ForestArrays`), so a loaded head predicts in the base
+install, and its answers are those of the head as trained: the fitted vectoriser is converted to a
+`WordVectorizer` at once.
 """
 
 # ruff: noqa: N803  (scikit-learn's names: X for inputs, C/Cs for inverse regularisation)
@@ -17,13 +22,14 @@ traversal (`ForestArrays`) instead of scikit-learn's pickled objects.
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 import scipy.sparse
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
+from prodcat.encoders.vectorizer import WordVectorizer
 from prodcat.encoders.words import (
+    DEFAULT_NGRAMS,
     TEXT_HEAD_V1_PATTERN,
     TOKEN_PATTERN,
     VECTORIZER_KINDS,
@@ -33,16 +39,12 @@ from prodcat.progress import report_training
 
 from .base import HOLDOUT_FRACTION, Head, stratified_holdout
 from .inputs import Inputs
-from .linear_models import (
-    FAMILIES,
-    MIN_PROBA,
-    ForestArrays,
-    LinearArrays,
-    fit_model,
-    linear_from_sklearn,
-    make_model,
-    sample_trials,
-)
+from .linear_arrays import FAMILIES, MIN_PROBA, ForestArrays, LinearArrays
+
+if TYPE_CHECKING:
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+
+# `.linear_models` (scikit-learn) is imported where the head fits, never to predict.
 
 
 def title_vectorizer(
@@ -51,8 +53,8 @@ def title_vectorizer(
     vocabulary: dict[str, int] | None = None,
     token_pattern: str = TOKEN_PATTERN,
 ) -> CountVectorizer | TfidfVectorizer:
-    """The head's title vectoriser: the registry's "bow" / "tfidf" one (`make_vectorizer`, the
-    one tokeniser), in float64 for the linear models' solvers."""
+    """The head's title vectoriser, unfitted (scikit-learn): the registry's "bow" / "tfidf" one
+    (`make_vectorizer`, the one tokeniser), in float64 for the linear models' solvers."""
     return make_vectorizer(
         kind, min_df=min_df, vocabulary=vocabulary, token_pattern=token_pattern, dtype=np.float64
     )
@@ -160,6 +162,8 @@ class TextLinearHead(Head):
         eval_set: tuple[Inputs, np.ndarray] | None,
     ) -> None:
         self._check_params()
+        from .linear_models import fit_model  # scikit-learn: training only
+
         started = time.perf_counter()
         rows = np.flatnonzero(X.has_text)
         if len(np.unique(y[rows].astype(str))) < 2:
@@ -212,10 +216,10 @@ class TextLinearHead(Head):
             f"stratified {HOLDOUT_FRACTION:.0%} holdout of the training rows",
         )
 
-    def _fit_vectorizer(self, texts: list[str]) -> CountVectorizer | TfidfVectorizer:
+    def _fit_vectorizer(self, texts: list[str]) -> WordVectorizer:
         vec = title_vectorizer(self.vectorizer, self.min_df)
         try:
-            return vec.fit(texts)
+            return WordVectorizer.from_sklearn(vec.fit(texts))
         except ValueError as error:  # scikit-learn: "After pruning, no terms remain..."
             raise ValueError(
                 f"no word occurs in at least min_df={self.min_df} of the {len(texts)} training "
@@ -223,6 +227,8 @@ class TextLinearHead(Head):
             ) from error
 
     def _model(self, family: str, params: dict[str, Any]) -> Any:
+        from .linear_models import make_model
+
         return make_model(
             family,
             params,
@@ -239,6 +245,8 @@ class TextLinearHead(Head):
         y_val: np.ndarray,
     ) -> tuple[list[dict[str, Any]], Any]:
         """Fit every trial; return their scores and the best fitted model."""
+        from .linear_models import fit_model, sample_trials
+
         trials: list[dict[str, Any]] = []
         best_model, best_score = None, -1.0
         planned = sample_trials(self.families, self.n_iter, self.random_state, self.Cs)
@@ -261,12 +269,10 @@ class TextLinearHead(Head):
         return trials, best_model
 
     def _set_fitted(
-        self,
-        vec: CountVectorizer | TfidfVectorizer,
-        model: Any,
-        best: dict[str, Any],
-        classes: np.ndarray,
+        self, vec: WordVectorizer, model: Any, best: dict[str, Any], classes: np.ndarray
     ) -> None:
+        from .linear_models import linear_from_sklearn
+
         columns = np.searchsorted(classes, np.asarray(model.classes_).astype(str))
         self.classes_ = classes
         self.vectorizer_ = vec
@@ -296,7 +302,7 @@ class TextLinearHead(Head):
 
     # -- persistence -----------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
-        vocabulary = sorted(self.vectorizer_.vocabulary_, key=self.vectorizer_.vocabulary_.get)
+        vocabulary = list(self.vectorizer_.get_feature_names_out())
         return {
             "family": self.family_,
             "best_params": self.best_params_,
@@ -307,7 +313,7 @@ class TextLinearHead(Head):
 
     def _weights(self) -> dict[str, np.ndarray]:
         weights = dict(self.model_.arrays())
-        if isinstance(self.vectorizer_, TfidfVectorizer):
+        if self.vectorizer_.idf_ is not None:
             weights["idf"] = np.asarray(self.vectorizer_.idf_, dtype=np.float64)
         return weights
 
@@ -316,10 +322,14 @@ class TextLinearHead(Head):
         # A head saved before the one tokeniser names no pattern: it keeps the one it was fitted
         # with, so that its answers do not change.
         pattern = str(config.get("token_pattern", TEXT_HEAD_V1_PATTERN))
-        vec = title_vectorizer(self.vectorizer, vocabulary=vocabulary, token_pattern=pattern)
-        if isinstance(vec, TfidfVectorizer):
-            vec.idf_ = weights["idf"]  # a given vocabulary + idf is a fitted TF-IDF; no refit
-        self.vectorizer_ = vec
+        self.vectorizer_ = WordVectorizer(
+            self.vectorizer,
+            vocabulary,
+            idf=weights["idf"] if self.vectorizer == "tfidf" else None,
+            ngram_range=DEFAULT_NGRAMS[self.vectorizer],
+            token_pattern=pattern,
+            dtype=np.float64,
+        )
         self.n_features_in_ = int(config["n_features_in"])
         self.family_ = config["family"]
         self.best_params_ = config["best_params"]
