@@ -352,3 +352,42 @@ def test_load_predict_serve_and_the_cli_never_import_scikit_learn(
     title_only = predict_here(Model.load(sample_model_dir), [(rows[1][0], rows[1][1], None)])
     assert result["served"]["category"] == title_only[0][1]
     assert result["served"]["probability"] == pytest.approx(title_only[0][2], abs=1e-5)
+
+
+LOAD_HEADS = """
+import json
+from prodcat.heads import Inputs, load_head
+titles = json.loads(sys.argv[2])
+out = {}
+for name in ("tfidf", "bow"):
+    out[name] = load_head(f"{sys.argv[1]}/{name}").predict_proba(Inputs(titles)).tolist()
+loaded = sorted({m.partition(".")[0] for m in sys.modules} & BLOCKED)
+print(json.dumps({"proba": out, "loaded": loaded}))
+"""
+
+
+def test_saved_title_heads_predict_without_scikit_learn(
+    sample_catalogue: Catalogue, tmp_path: Path
+) -> None:
+    """A title head fitted with scikit-learn (TF-IDF or bag of words, L2 logistic regression)
+    loads and gives the same probabilities with scikit-learn unimportable."""
+    import numpy as np
+
+    from prodcat.heads import Inputs, TextLinearHead
+
+    titles = [p.text for p in sample_catalogue.products]
+    labels = [str(p.label[0]) for p in sample_catalogue.products]
+    new = [*titles[-20:], "zzqx nothing known", ""]
+    expected = {}
+    for kind in ("tfidf", "bow"):
+        head = TextLinearHead(vectorizer=kind, families=("l2",), Cs=(10.0,))
+        head.fit(Inputs(titles[:-20]), labels[:-20]).save(tmp_path / kind)
+        expected[kind] = head.predict_proba(Inputs(new))
+    said = run_blocked(
+        LOAD_HEADS, str(tmp_path), json.dumps(new), cache=tmp_path, blocked=(*BLOCKED, *FITTING)
+    )
+    result = json.loads(said)
+    assert result["loaded"] == []
+    for kind, proba in expected.items():
+        assert np.array_equal(np.array(result["proba"][kind]), proba)  # the same arithmetic
+        assert len(set(proba.argmax(axis=1))) > 1  # the titles reach more than one class
