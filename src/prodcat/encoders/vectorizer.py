@@ -1,13 +1,15 @@
-"""A fitted word vectoriser in NumPy and SciPy: what prediction runs instead of scikit-learn's.
+"""The "bow" / "tfidf" encoders' fitted vectoriser in NumPy and SciPy, instead of scikit-learn's.
 
 Fitting a vocabulary (and its idf) stays with scikit-learn's CountVectorizer / TfidfVectorizer
 (`prodcat.encoders.words.make_vectorizer`, training only: `pip install "prodcat[train]"`). What a
 fitted one does to new titles is small: split them into words with the token pattern, make the word
 n-grams, count the known ones, then binary counts or tf x idf with L2-normalised rows. That is done
-here, so the base install predicts with the title head and the "bow" / "tfidf" encoders without
-scikit-learn (51 MB, and over a second of imports at a server's start). `WordVectorizer.transform`
-gives the same matrix as scikit-learn's `transform`, value for value (tests/test_words.py compares
-them): the same arithmetic in the same dtypes, the row norms summed in the same order.
+here, so the base install encodes titles with a fitted "bow" / "tfidf" encoder without scikit-learn
+(51 MB, and over a second of imports at a server's start). `WordVectorizer.transform` gives the
+same matrix as scikit-learn's `transform`, bit for bit in float32 too (tests/test_words.py compares
+them): the same arithmetic in the same dtypes, the row norms summed in the same order, so features
+in the cache stay those of the same encoder version. (The title head's float64 words model has its
+own, `prodcat.encoders.words.TermCounter`, equal to scikit-learn's to 1e-12; one could serve both.)
 """
 
 from __future__ import annotations

@@ -10,11 +10,6 @@ Titles are split into words by the one tokeniser (`prodcat.encoders.words`, that
 vocabulary, its token pattern (and idf) rebuild the vectoriser; a linear winner is its
 coefficient matrix; a forest winner is its trees' node arrays, evaluated by a small numpy
 traversal (`ForestArrays`) instead of scikit-learn's pickled objects.
-
-scikit-learn fits (training: `pip install "prodcat[train]"`); prediction runs on NumPy and SciPy
-alone (`WordVectorizer`, `LinearArrays`, `ForestArrays`), so a loaded head predicts in the base
-install, and its answers are those of the head as trained: the fitted vectoriser is converted to a
-`WordVectorizer` at once.
 """
 
 # ruff: noqa: N803  (scikit-learn's names: X for inputs, C/Cs for inverse regularisation)
@@ -27,22 +22,22 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import numpy as np
 import scipy.sparse
 
-from prodcat.encoders.vectorizer import WordVectorizer
 from prodcat.encoders.words import (
     DEFAULT_NGRAMS,
     TEXT_HEAD_V1_PATTERN,
     TOKEN_PATTERN,
     VECTORIZER_KINDS,
+    TermCounter,
     make_vectorizer,
 )
 from prodcat.progress import report_training
 
+if TYPE_CHECKING:  # scikit-learn fits the head; predicting needs none of it (`TermCounter`)
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+
 from .base import HOLDOUT_FRACTION, Head, stratified_holdout
 from .inputs import Inputs
 from .linear_arrays import FAMILIES, MIN_PROBA, ForestArrays, LinearArrays
-
-if TYPE_CHECKING:
-    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
 # `.linear_models` (scikit-learn) is imported where the head fits, never to predict.
 
@@ -53,8 +48,8 @@ def title_vectorizer(
     vocabulary: dict[str, int] | None = None,
     token_pattern: str = TOKEN_PATTERN,
 ) -> CountVectorizer | TfidfVectorizer:
-    """The head's title vectoriser, unfitted (scikit-learn): the registry's "bow" / "tfidf" one
-    (`make_vectorizer`, the one tokeniser), in float64 for the linear models' solvers."""
+    """The head's title vectoriser: the registry's "bow" / "tfidf" one (`make_vectorizer`, the
+    one tokeniser), in float64 for the linear models' solvers."""
     return make_vectorizer(
         kind, min_df=min_df, vocabulary=vocabulary, token_pattern=token_pattern, dtype=np.float64
     )
@@ -216,10 +211,10 @@ class TextLinearHead(Head):
             f"stratified {HOLDOUT_FRACTION:.0%} holdout of the training rows",
         )
 
-    def _fit_vectorizer(self, texts: list[str]) -> WordVectorizer:
+    def _fit_vectorizer(self, texts: list[str]) -> CountVectorizer | TfidfVectorizer:
         vec = title_vectorizer(self.vectorizer, self.min_df)
         try:
-            return WordVectorizer.from_sklearn(vec.fit(texts))
+            return vec.fit(texts)
         except ValueError as error:  # scikit-learn: "After pruning, no terms remain..."
             raise ValueError(
                 f"no word occurs in at least min_df={self.min_df} of the {len(texts)} training "
@@ -269,13 +264,17 @@ class TextLinearHead(Head):
         return trials, best_model
 
     def _set_fitted(
-        self, vec: WordVectorizer, model: Any, best: dict[str, Any], classes: np.ndarray
+        self,
+        vec: CountVectorizer | TfidfVectorizer,
+        model: Any,
+        best: dict[str, Any],
+        classes: np.ndarray,
     ) -> None:
         from .linear_models import linear_from_sklearn
 
         columns = np.searchsorted(classes, np.asarray(model.classes_).astype(str))
         self.classes_ = classes
-        self.vectorizer_ = vec
+        self.counter_ = TermCounter.from_vectorizer(vec)
         self.n_features_in_ = len(vec.vocabulary_)
         self.family_ = best["family"]
         self.best_params_ = best["params"]
@@ -288,7 +287,7 @@ class TextLinearHead(Head):
 
     # -- predicting ------------------------------------------------------------------------
     def _transform(self, X: Inputs) -> scipy.sparse.csr_matrix:
-        return scipy.sparse.csr_matrix(self.vectorizer_.transform(X.texts))
+        return self.counter_.transform(X.texts)
 
     def _logits(self, X: Inputs) -> np.ndarray:
         if isinstance(self.model_, ForestArrays):
@@ -302,19 +301,19 @@ class TextLinearHead(Head):
 
     # -- persistence -----------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
-        vocabulary = list(self.vectorizer_.get_feature_names_out())
+        vocabulary = sorted(self.counter_.vocabulary, key=self.counter_.vocabulary.__getitem__)
         return {
             "family": self.family_,
             "best_params": self.best_params_,
             "n_features_in": self.n_features_in_,
             "vocabulary": vocabulary,
-            "token_pattern": self.vectorizer_.token_pattern,
+            "token_pattern": self.counter_.token_pattern,
         }
 
     def _weights(self) -> dict[str, np.ndarray]:
         weights = dict(self.model_.arrays())
-        if self.vectorizer_.idf_ is not None:
-            weights["idf"] = np.asarray(self.vectorizer_.idf_, dtype=np.float64)
+        if self.counter_.idf is not None:
+            weights["idf"] = self.counter_.idf
         return weights
 
     def _restore(self, config: dict[str, Any], weights: dict[str, np.ndarray]) -> None:
@@ -322,13 +321,11 @@ class TextLinearHead(Head):
         # A head saved before the one tokeniser names no pattern: it keeps the one it was fitted
         # with, so that its answers do not change.
         pattern = str(config.get("token_pattern", TEXT_HEAD_V1_PATTERN))
-        self.vectorizer_ = WordVectorizer(
-            self.vectorizer,
+        self.counter_ = TermCounter(
             vocabulary,
-            idf=weights["idf"] if self.vectorizer == "tfidf" else None,
-            ngram_range=DEFAULT_NGRAMS[self.vectorizer],
-            token_pattern=pattern,
-            dtype=np.float64,
+            pattern,
+            DEFAULT_NGRAMS[self.vectorizer],
+            weights["idf"] if self.vectorizer == "tfidf" else None,
         )
         self.n_features_in_ = int(config["n_features_in"])
         self.family_ = config["family"]

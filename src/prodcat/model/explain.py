@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from prodcat.encoders.base import Encoder
-from prodcat.encoders.words import TOKEN_PATTERN, words
+from prodcat.encoders.words import TOKEN_PATTERN, TermCounter, words
 from prodcat.heads.inputs import Inputs, restrict
 from prodcat.model.neighbours import Neighbour
 
@@ -302,8 +302,8 @@ def _linear_weights(
     if found is None:
         raise ValueError(f"the {model.head_kind} head has no linear words model")
     part, scale = found
-    terms = _terms(part.vectorizer_)
-    X = part.vectorizer_.transform(inputs.texts).tocsr()  # noqa: N806
+    terms = _terms(part.counter_)
+    X = part.counter_.transform(inputs.texts)  # noqa: N806
     coef = part.model_.coef
     out: list[list[tuple[str, float]]] = []
     for i in range(len(inputs)):
@@ -322,15 +322,15 @@ def _linear_weights(
     return out
 
 
-def _terms(vectorizer: Any) -> np.ndarray:
-    """The vectoriser's terms by column (built once per vectoriser: thousands of strings)."""
-    terms = _TERMS.get(vectorizer)
+def _terms(counter: TermCounter) -> np.ndarray:
+    """The words model's terms by column (built once per model: thousands of strings)."""
+    terms = _TERMS.get(counter)
     if terms is None:
-        terms = _TERMS[vectorizer] = vectorizer.get_feature_names_out()
+        terms = _TERMS[counter] = counter.feature_names()
     return terms
 
 
-_TERMS: weakref.WeakKeyDictionary[Any, np.ndarray] = weakref.WeakKeyDictionary()
+_TERMS: weakref.WeakKeyDictionary[TermCounter, np.ndarray] = weakref.WeakKeyDictionary()
 
 
 # -- photo against title --------------------------------------------------------------------------
