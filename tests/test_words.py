@@ -144,3 +144,6 @@ def test_the_word_vectorizer_refuses_what_it_cannot_hold() -> None:
     with pytest.raises(TypeError, match="title 1 is NoneType; expected a str"):
         vec.transform(["men", None])  # type: ignore[list-item]
     assert vec.transform(["Men's SHIRT shirt"]).toarray().tolist() == [[1.0, 1.0]]
+    for damaged in ([], ["men", "shirt", "men"]):
+        with pytest.raises(ValueError, match="vocabulary is empty or repeats a term"):
+            WordVectorizer.from_terms("bow", damaged, token_pattern=TOKEN_PATTERN)

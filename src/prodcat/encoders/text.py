@@ -126,14 +126,9 @@ class SparseTextEncoder(TextEncoder):
 
     def _fitted_vectorizer(self, vocabulary: list[str], idf: np.ndarray | None) -> WordVectorizer:
         """The fitted vectoriser from a saved vocabulary (and idf): no scikit-learn."""
-        if not vocabulary or len(set(vocabulary)) != len(vocabulary):
-            raise ValueError(
-                f"the saved {self.kind} encoder's vocabulary is empty or repeats a term "
-                f"({len(vocabulary)} terms, {len(set(vocabulary))} distinct); it is damaged"
-            )
-        return WordVectorizer(
+        return WordVectorizer.from_terms(
             self.kind,
-            {term: column for column, term in enumerate(vocabulary)},
+            vocabulary,
             idf=idf,
             ngram_range=self.ngram_range,
             token_pattern=self.token_pattern,
@@ -279,10 +274,8 @@ class TfidfEncoder(SparseTextEncoder):
     default_ngram_range = DEFAULT_NGRAMS["tfidf"]
 
     def _state(self) -> dict[str, Any]:
-        idf = self._fitted().idf_
-        if idf is None:  # a tfidf WordVectorizer always has one (its constructor checks)
-            raise TypeError("this tfidf encoder's vectoriser has no idf")
-        return {**super()._state(), "idf": [float(value) for value in idf]}
+        idf = np.asarray(self._fitted().idf_, dtype=np.float64)  # a tfidf one always has it
+        return {**super()._state(), "idf": idf.tolist()}
 
     def _restore(self, vocabulary: list[str], data: dict[str, Any]) -> WordVectorizer:
         if "idf" not in data or len(data["idf"]) != len(vocabulary):

@@ -60,6 +60,17 @@ class WordVectorizer:
         self._names: np.ndarray | None = None
 
     @classmethod
+    def from_terms(cls, kind: str, terms: Sequence[str], **options: Any) -> WordVectorizer:
+        """From a saved vocabulary, its terms in column order; refused when it is empty or
+        repeats a term (a damaged file), as scikit-learn refuses it."""
+        if not terms or len(set(terms)) != len(terms):
+            raise ValueError(
+                f"the saved {kind} vocabulary is empty or repeats a term ({len(terms)} terms, "
+                f"{len(set(terms))} distinct); it is damaged"
+            )
+        return cls(kind, {term: column for column, term in enumerate(terms)}, **options)
+
+    @classmethod
     def from_sklearn(cls, fitted: Any) -> WordVectorizer:
         """The same vectoriser as a fitted scikit-learn CountVectorizer (binary) or
         TfidfVectorizer made by `make_vectorizer`."""
