@@ -183,3 +183,33 @@ def test_other_bad_inputs_are_refused() -> None:
         evaluate(TRUE, PROBA, CLASSES, n_worst=-1)
     with pytest.raises(TypeError, match="single strings"):
         evaluate(BACKPACKS, PROBA, CLASSES)
+
+
+def test_the_scores_are_scikit_learns() -> None:
+    """evaluate computes them with NumPy (the base install has no scikit-learn): the same
+    numbers as scikit-learn's metrics, on random labels over 8 classes of which one is never
+    true and one never predicted."""
+    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
+    classes = [f"L{k // 4} > c{k}" for k in range(8)]
+    rng = np.random.default_rng(3)
+    true = [classes[k] for k in rng.choice(7, size=300)]  # classes[7] never true
+    proba = rng.random((300, 8))
+    proba[:, 6] = 0.0  # classes[6] never predicted
+    m = evaluate(true, proba, classes)
+    pred = [classes[k] for k in proba.argmax(axis=1)]
+    shown = classes[:6] + classes[7:]
+    precision, recall, f1, support = precision_recall_fscore_support(
+        true, pred, labels=shown, zero_division=0
+    )
+    for k, c in enumerate(shown):
+        assert m["per_class"][c] == {
+            "precision": float(precision[k]),
+            "recall": float(recall[k]),
+            "f1": float(f1[k]),
+            "support": int(support[k]),
+        }
+    assert m["per_class"][classes[7]]["support"] == 0 and m["per_class"][classes[6]]["f1"] == 0
+    macro = f1_score(true, pred, labels=classes[:7], average="macro", zero_division=0)
+    assert m["macro_f1"] == pytest.approx(float(macro), abs=1e-15)
+    assert m["confusion"]["matrix"] == confusion_matrix(true, pred, labels=classes).tolist()

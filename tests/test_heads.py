@@ -38,7 +38,8 @@ from prodcat.heads import (
     load_head,
 )
 from prodcat.heads.base import softmax
-from prodcat.heads.linear_models import ForestArrays, fit_model, make_model
+from prodcat.heads.linear_arrays import ForestArrays
+from prodcat.heads.linear_models import fit_model, make_model
 from prodcat.heads.text_linear import title_vectorizer
 from prodcat.progress import training_progress
 

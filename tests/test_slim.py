@@ -281,3 +281,113 @@ except CatalogueError as exc:
     said = run_blocked(script, str(table), cache=tmp_path, blocked=("pandas", "pyarrow"))
     assert "products.parquet: reading Parquet needs" in said
     assert 'pip install "prodcat[parquet]"' in said
+
+
+# What the base install leaves out besides the training parts: scikit-learn fits the heads, the
+# text vocabularies and the projections; loading, predicting, evaluating and serving never need it.
+FITTING = ("sklearn", "joblib")
+
+BASE_PATHS = """
+import csv
+import json
+from pathlib import Path
+from fastapi.testclient import TestClient
+import prodcat.cli
+from prodcat.cli import app
+from prodcat.model.bundle import Model
+from prodcat.model.predictor import Predictor, ProductInput
+from prodcat.serving.app import create_app
+from prodcat.serving.settings import Settings
+
+model_dir, rows, out = Path(sys.argv[1]), json.loads(sys.argv[2]), Path(sys.argv[3])
+items = [ProductInput(pid, title, Path(photo) if photo else None) for pid, title, photo in rows]
+answers = [
+    [p.id, p.category, p.probability, p.decision]
+    for p in Predictor(Model.load(model_dir)).predict(items)
+]
+with TestClient(create_app(Settings(model_dir=model_dir))) as client:
+    served = client.post("/v1/predict", json={"title": rows[1][1], "id": rows[1][0]}).json()
+table = out / "products.csv"
+with table.open("w", newline="", encoding="utf-8") as handle:
+    writer = csv.writer(handle)
+    writer.writerow(["id", "title", "image"])
+    writer.writerows([pid, title, photo or ""] for pid, title, photo in rows)
+for args in (
+    ["--help"],
+    ["predict", str(model_dir), str(table), "--out", str(out / "predictions.csv")],
+):
+    try:
+        app(args, prog_name="prodcat")
+    except SystemExit as done:
+        assert not done.code, (args, done.code)
+loaded = sorted({m.partition(".")[0] for m in sys.modules} & BLOCKED)
+with (out / "predictions.csv").open(encoding="utf-8") as handle:
+    written = [[r["id"], r["predicted_category"]] for r in csv.DictReader(handle)]
+print(json.dumps({"answers": answers, "served": served, "written": written, "loaded": loaded}))
+"""
+
+
+@pytest.mark.base
+def test_load_predict_serve_and_the_cli_never_import_scikit_learn(
+    sample_model_dir: Path, sample_catalogue: Catalogue, tmp_path: Path
+) -> None:
+    """The blend head's words part (a TF-IDF vocabulary and a linear model) predicts with NumPy
+    and SciPy alone: with scikit-learn unimportable, the same answers as the full install."""
+    rows = products(sample_catalogue, n=8)
+    said = run_blocked(
+        BASE_PATHS,
+        str(sample_model_dir),
+        json.dumps(rows),
+        str(tmp_path),
+        cache=tmp_path / "cache",
+        blocked=(*BLOCKED, *FITTING),
+    )
+    result = json.loads(said.strip().splitlines()[-1])  # --help printed above it
+    assert result["loaded"] == []
+    expected = predict_here(Model.load(sample_model_dir), rows)
+    same_answers(result["answers"], expected)
+    assert result["written"] == [[a[0], a[1]] for a in expected]
+    # The title alone, served: the words part and the fusion network's title half.
+    assert result["served"]["id"] == rows[1][0]
+    title_only = predict_here(Model.load(sample_model_dir), [(rows[1][0], rows[1][1], None)])
+    assert result["served"]["category"] == title_only[0][1]
+    assert result["served"]["probability"] == pytest.approx(title_only[0][2], abs=1e-5)
+
+
+LOAD_HEADS = """
+import json
+from prodcat.heads import Inputs, load_head
+titles = json.loads(sys.argv[2])
+out = {}
+for name in ("tfidf", "bow"):
+    out[name] = load_head(f"{sys.argv[1]}/{name}").predict_proba(Inputs(titles)).tolist()
+loaded = sorted({m.partition(".")[0] for m in sys.modules} & BLOCKED)
+print(json.dumps({"proba": out, "loaded": loaded}))
+"""
+
+
+def test_saved_title_heads_predict_without_scikit_learn(
+    sample_catalogue: Catalogue, tmp_path: Path
+) -> None:
+    """A title head fitted with scikit-learn (TF-IDF or bag of words, L2 logistic regression)
+    loads and gives the same probabilities with scikit-learn unimportable."""
+    import numpy as np
+
+    from prodcat.heads import Inputs, TextLinearHead
+
+    titles = [p.text for p in sample_catalogue.products]
+    labels = [str(p.label[0]) for p in sample_catalogue.products]
+    new = [*titles[-20:], "zzqx nothing known", ""]
+    expected = {}
+    for kind in ("tfidf", "bow"):
+        head = TextLinearHead(vectorizer=kind, families=("l2",), Cs=(10.0,))
+        head.fit(Inputs(titles[:-20]), labels[:-20]).save(tmp_path / kind)
+        expected[kind] = head.predict_proba(Inputs(new))
+    said = run_blocked(
+        LOAD_HEADS, str(tmp_path), json.dumps(new), cache=tmp_path, blocked=(*BLOCKED, *FITTING)
+    )
+    result = json.loads(said)
+    assert result["loaded"] == []
+    for kind, proba in expected.items():
+        assert np.array_equal(np.array(result["proba"][kind]), proba)  # the same arithmetic
+        assert len(set(proba.argmax(axis=1))) > 1  # the titles reach more than one class

@@ -129,6 +129,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 # What `pip install "prodcat[train]"` adds that training and encoding import (module names); the
 # base install predicts, evaluates, monitors, serves and runs the desk without them.
 TRAIN_MODULES = (
+    "sklearn",
     "torch",
     "onnx",
     "sentence_transformers",

@@ -44,6 +44,20 @@ _SHA_LOCK = threading.Lock()
 _META_CACHE: dict[tuple[int, int, int, int], dict[str, str]] = {}
 
 
+def not_fitted_error(message: str) -> Exception:
+    """scikit-learn's NotFittedError with `message` (what callers catch), or where the install
+    lacks scikit-learn (the base: it only fits) a stand-in of the same bases."""
+    try:
+        from sklearn.exceptions import NotFittedError  # lazily: scikit-learn is slow to import
+    except ImportError:
+        return _NotFittedError(message)
+    return NotFittedError(message)
+
+
+class _NotFittedError(ValueError, AttributeError):
+    """The base install's NotFittedError (scikit-learn's has these bases)."""
+
+
 def file_sha256(path: str | Path) -> str:
     """Hex sha256 of a file's content, memoised per (file, mtime, size).
 

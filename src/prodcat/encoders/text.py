@@ -38,11 +38,13 @@ from .base import (
     checked_session,
     file_sha256,
     has_metadata,
+    not_fitted_error,
     onnx_metadata,
     open_or_export,
     resolve_threads,
     short_hash,
 )
+from .vectorizer import WordVectorizer
 from .weights import MINILM_DIM, minilm_max_seq_length, minilm_model_dir
 from .words import DEFAULT_NGRAMS, TOKEN_PATTERN, make_vectorizer
 
@@ -50,10 +52,9 @@ if TYPE_CHECKING:
     import onnxruntime
     import scipy.sparse
     import tokenizers
-    from sklearn.feature_extraction.text import CountVectorizer
 
-# scikit-learn and scipy are imported inside the bag-of-words methods: importing scikit-learn
-# takes over a second, which the MiniLM prediction path (and a server's start) should not pay.
+# scipy is imported inside the bag-of-words methods, scikit-learn only to fit them (training):
+# the MiniLM prediction path (and a server's start) should not pay for either.
 
 # Bump when this module changes the numbers an encoder returns for the same fitted state/weights.
 CODE_REVISION = "v1"
@@ -110,7 +111,7 @@ class SparseTextEncoder(TextEncoder):
         self.min_df = _check_min_df(min_df)
         self.token_pattern = token_pattern
         self.lowercase = bool(lowercase)
-        self._vectorizer: CountVectorizer | None = None
+        self._vectorizer: WordVectorizer | None = None
         self._version: str | None = None
 
     # -- configuration -------------------------------------------------------------------------
@@ -124,12 +125,13 @@ class SparseTextEncoder(TextEncoder):
             "lowercase": self.lowercase,
         }
 
-    def _make_vectorizer(self, vocabulary: list[str] | None = None) -> CountVectorizer:
-        return make_vectorizer(
+    def _fitted_vectorizer(self, vocabulary: list[str], idf: np.ndarray | None) -> WordVectorizer:
+        """The fitted vectoriser from a saved vocabulary (and idf): no scikit-learn."""
+        return WordVectorizer.from_terms(
             self.kind,
+            vocabulary,
+            idf=idf,
             ngram_range=self.ngram_range,
-            min_df=self.min_df,
-            vocabulary=vocabulary,
             token_pattern=self.token_pattern,
             lowercase=self.lowercase,
             dtype=np.float32,
@@ -140,17 +142,22 @@ class SparseTextEncoder(TextEncoder):
     def fit(self, texts: Sequence[str]) -> Self:
         """Learn the vocabulary (and idf) from the training titles only."""
         texts = self.check_texts(texts)
-        vectorizer = self._make_vectorizer()
+        vectorizer = make_vectorizer(  # scikit-learn fits (training); WordVectorizer applies
+            self.kind,
+            ngram_range=self.ngram_range,
+            min_df=self.min_df,
+            token_pattern=self.token_pattern,
+            lowercase=self.lowercase,
+            dtype=np.float32,
+        )
         vectorizer.fit(texts)
-        self._vectorizer = vectorizer
+        self._vectorizer = WordVectorizer.from_sklearn(vectorizer)
         self._version = None
         return self
 
-    def _fitted(self) -> CountVectorizer:
+    def _fitted(self) -> WordVectorizer:
         if self._vectorizer is None:
-            from sklearn.exceptions import NotFittedError
-
-            raise NotFittedError(
+            raise not_fitted_error(
                 f"this {type(self).__name__} ({self.kind!r}) is not fitted yet; call "
                 f".fit(training_titles) first, or load a fitted one with "
                 f"{type(self).__name__}.from_json(data)"
@@ -242,10 +249,8 @@ class SparseTextEncoder(TextEncoder):
         encoder._vectorizer = encoder._restore(list(data["vocabulary"]), data)
         return encoder
 
-    def _restore(self, vocabulary: list[str], data: dict[str, Any]) -> CountVectorizer:
-        vectorizer = self._make_vectorizer(vocabulary)
-        vectorizer.fit([])  # with a fixed vocabulary, fit only validates it
-        return vectorizer
+    def _restore(self, vocabulary: list[str], data: dict[str, Any]) -> WordVectorizer:
+        return self._fitted_vectorizer(vocabulary, None)
 
     @property
     def version(self) -> str:
@@ -270,19 +275,16 @@ class TfidfEncoder(SparseTextEncoder):
     default_ngram_range = DEFAULT_NGRAMS["tfidf"]
 
     def _state(self) -> dict[str, Any]:
-        idf = self._fitted().idf_
-        return {**super()._state(), "idf": [float(value) for value in idf]}
+        idf = np.asarray(self._fitted().idf_, dtype=np.float64)  # a tfidf one always has it
+        return {**super()._state(), "idf": idf.tolist()}
 
-    def _restore(self, vocabulary: list[str], data: dict[str, Any]) -> CountVectorizer:
+    def _restore(self, vocabulary: list[str], data: dict[str, Any]) -> WordVectorizer:
         if "idf" not in data or len(data["idf"]) != len(vocabulary):
             raise ValueError(
                 "the saved tfidf encoder needs an 'idf' list as long as its vocabulary "
                 f"({len(vocabulary)} terms); it is incomplete"
             )
-        vectorizer = self._make_vectorizer(vocabulary)
-        # The idf_ setter also builds vocabulary_ from the fixed vocabulary.
-        vectorizer.idf_ = np.asarray(data["idf"], dtype=np.float32)
-        return vectorizer
+        return self._fitted_vectorizer(vocabulary, np.asarray(data["idf"], dtype=np.float32))
 
 
 # -- MiniLM ------------------------------------------------------------------------------------

@@ -12,9 +12,9 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from scipy.stats import beta, binom
 
+# scipy.optimize and scipy.stats are imported in the functions that fit or certify (training, the
+# desk's retune): together ~0.5 s of a server's start, and prediction needs neither.
 # Temperatures outside this range mean a broken fit (or a degenerate validation part), not a
 # model that needs them: log T is searched in [-LOG_T_BOUND, LOG_T_BOUND].
 LOG_T_BOUND = math.log(50.0)
@@ -49,6 +49,8 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     y = np.asarray(y, dtype=np.int64)
     if len(y) == 0:
         return 1.0
+    from scipy.optimize import minimize_scalar
+
     result = minimize_scalar(
         lambda log_t: nll(logits, y, math.exp(log_t)),
         bounds=(-LOG_T_BOUND, LOG_T_BOUND),
@@ -111,6 +113,8 @@ def clopper_pearson_upper(errors: np.ndarray, n: np.ndarray, delta: float) -> np
     The bound is the beta quantile ``Beta(1 - delta; errors + 1, n - errors)`` (1 when every
     product is wrong or there are none).
     """
+    from scipy.stats import beta
+
     errors = np.asarray(errors, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
     out = np.ones(np.broadcast(errors, n).shape, dtype=np.float64)
@@ -293,6 +297,8 @@ def unsupported_classes(
     with a handful of accepted products and no error is kept: it does not contradict the target,
     and the threshold's own guarantee covers it with the rest.
     """
+    from scipy.stats import binom
+
     predicted = np.asarray(predicted)
     correct, accepted = np.asarray(correct, dtype=bool), np.asarray(accepted, dtype=bool)
     out = []

@@ -22,6 +22,8 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import safetensors.numpy
 
+from prodcat.encoders.base import not_fitted_error
+
 from .inputs import MASK_OF, Inputs
 
 CONFIG_FILE = "config.json"
@@ -279,9 +281,7 @@ class Head(ABC):
     # -- predicting ------------------------------------------------------------------------
     def _check_fitted(self, method: str) -> None:
         if not hasattr(self, "classes_"):
-            from sklearn.exceptions import NotFittedError  # lazily: scikit-learn is slow to import
-
-            raise NotFittedError(
+            raise not_fitted_error(
                 f"This {type(self).__name__} instance is not fitted yet; call fit(X, y) before "
                 f"{method}, or load a saved head with load_head(folder)."
             )

@@ -3,7 +3,8 @@
 On the bundled sample with real EfficientNet-Lite0 features (80/20 split by id), logistic
 regression reached 0.85 accuracy for every C from 0.001 to 1, and a one-hidden-layer torch MLP
 0.86 (within the noise of 294 test photos). The linear model is kept: no torch at fit or predict
-time, a convex fit with nothing to early-stop, and weights that are a few plain arrays.
+time, a convex fit with nothing to early-stop, and weights that are a few plain arrays (so a
+loaded head predicts without scikit-learn, which only fits it).
 """
 
 # ruff: noqa: N803, N806  (scikit-learn's names: X for inputs, C/Cs for inverse regularisation)
@@ -12,16 +13,17 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from .base import HOLDOUT_FRACTION, Head, stratified_holdout
 from .inputs import Inputs
-from .linear_models import UNSEEN_LOGIT_GAP
+from .linear_arrays import UNSEEN_LOGIT_GAP
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LogisticRegression
 
 
 def standardiser(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -37,8 +39,12 @@ def fit_lr(Z: np.ndarray, y: np.ndarray, C: float, max_iter: int) -> LogisticReg
     """Multinomial L-BFGS logistic regression on standardised features, one BLAS thread.
 
     One thread: L-BFGS spends much of its time in small vector operations where a second thread
-    only adds synchronisation (3-10x slower on a busy 2-core machine).
+    only adds synchronisation (3-10x slower on a busy 2-core machine). scikit-learn is imported
+    here: it fits (training); a fitted head predicts with its arrays alone (the base install).
     """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
     model = LogisticRegression(C=C, solver="lbfgs", max_iter=max_iter)
     with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

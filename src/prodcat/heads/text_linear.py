@@ -37,16 +37,9 @@ if TYPE_CHECKING:  # scikit-learn fits the head; predicting needs none of it (`T
 
 from .base import HOLDOUT_FRACTION, Head, stratified_holdout
 from .inputs import Inputs
-from .linear_models import (
-    FAMILIES,
-    MIN_PROBA,
-    ForestArrays,
-    LinearArrays,
-    fit_model,
-    linear_from_sklearn,
-    make_model,
-    sample_trials,
-)
+from .linear_arrays import FAMILIES, MIN_PROBA, ForestArrays, LinearArrays
+
+# `.linear_models` (scikit-learn) is imported where the head fits, never to predict.
 
 
 def title_vectorizer(
@@ -164,6 +157,8 @@ class TextLinearHead(Head):
         eval_set: tuple[Inputs, np.ndarray] | None,
     ) -> None:
         self._check_params()
+        from .linear_models import fit_model  # scikit-learn: training only
+
         started = time.perf_counter()
         rows = np.flatnonzero(X.has_text)
         if len(np.unique(y[rows].astype(str))) < 2:
@@ -227,6 +222,8 @@ class TextLinearHead(Head):
             ) from error
 
     def _model(self, family: str, params: dict[str, Any]) -> Any:
+        from .linear_models import make_model
+
         return make_model(
             family,
             params,
@@ -243,6 +240,8 @@ class TextLinearHead(Head):
         y_val: np.ndarray,
     ) -> tuple[list[dict[str, Any]], Any]:
         """Fit every trial; return their scores and the best fitted model."""
+        from .linear_models import fit_model, sample_trials
+
         trials: list[dict[str, Any]] = []
         best_model, best_score = None, -1.0
         planned = sample_trials(self.families, self.n_iter, self.random_state, self.Cs)
@@ -271,6 +270,8 @@ class TextLinearHead(Head):
         best: dict[str, Any],
         classes: np.ndarray,
     ) -> None:
+        from .linear_models import linear_from_sklearn
+
         columns = np.searchsorted(classes, np.asarray(model.classes_).astype(str))
         self.classes_ = classes
         self.counter_ = TermCounter.from_vectorizer(vec)

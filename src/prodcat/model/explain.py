@@ -281,7 +281,7 @@ def _linear_part(model: Model) -> tuple[Any, float] | None:
     """(the head's linear words model, its weight in the logits): a title head's own, a blend's
     words part times `1 - w`; None when the head has none (a forest, no words model)."""
     from prodcat.heads.blend import BlendHead
-    from prodcat.heads.linear_models import LinearArrays
+    from prodcat.heads.linear_arrays import LinearArrays
     from prodcat.heads.text_linear import TextLinearHead
 
     head = model.head

@@ -8,6 +8,9 @@ said instead. Unlabelled products (``None``) are skipped entirely.
 
 Everything returned is plain Python (str, int, float, None, list, dict), so it can be written with
 `json.dump` and read back by `prodcat.report.html.write_report`.
+
+The scores are computed with NumPy (scikit-learn's definitions: tests/test_evaluate.py compares
+them), because `prodcat evaluate` runs in the base install, which has no scikit-learn.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
 from prodcat.gate.gate import class_indices, gate_metrics
 from prodcat.taxonomy.probabilities import level_accuracy
@@ -196,18 +198,14 @@ def _scores(
     present, predicted = set(y_true), set(y_pred)
     # Macro-F1 averages over the classes that occur in the truth: a model class absent from the
     # test part has no recall to measure, and averaging its 0 in would depend on the split.
-    truth_labels = [c for c in classes if c in present]
     shown = [c for c in classes if c in present or c in predicted]
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=shown, zero_division=0
-    )
+    precision, recall, f1, support = _per_class_scores(_confusion_counts(y_true, y_pred, shown))
+    truth_f1 = f1[[k for k, c in enumerate(shown) if c in present]]
     # A stable sort puts the argmax column first among equals, so top-1 here is the prediction.
     top_k = np.argsort(-proba, axis=1, kind="stable")[:, :TOP_K]
     return {
         "accuracy": float(np.mean([t == p for t, p in zip(y_true, y_pred, strict=True)])),
-        "macro_f1": float(
-            f1_score(y_true, y_pred, labels=truth_labels, average="macro", zero_division=0)
-        ),
+        "macro_f1": float(np.mean(truth_f1)),
         "top3_accuracy": float(np.mean(np.any(top_k == np.array(true_index)[:, None], axis=1))),
         "level_accuracy": [float(a) for a in level_accuracy(y_true, y_pred)],
         "per_class": {
@@ -229,8 +227,39 @@ def _confusion(y_true: list[str], y_pred: list[str], classes: list[str]) -> dict
     if not y_true:
         matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
     else:
-        matrix = confusion_matrix(y_true, y_pred, labels=classes)
+        matrix = _confusion_counts(y_true, y_pred, classes)
     return {"labels": list(classes), "matrix": matrix.astype(int).tolist()}
+
+
+def _confusion_counts(y_true: list[str], y_pred: list[str], labels: list[str]) -> np.ndarray:
+    """(len(labels),) * 2 int64 counts, rows = true, columns = predicted; pairs with a class
+    outside `labels` are not counted (scikit-learn's `confusion_matrix(labels=...)`)."""
+    index = {c: k for k, c in enumerate(labels)}
+    matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for t, p in zip(y_true, y_pred, strict=True):
+        if t in index and p in index:
+            matrix[index[t], index[p]] += 1
+    return matrix
+
+
+def _per_class_scores(
+    matrix: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall, F1 and support per class of a confusion matrix, 0 where a ratio has
+    nothing to divide by (scikit-learn's `precision_recall_fscore_support(zero_division=0)`)."""
+    hits = np.diag(matrix).astype(np.float64)
+    predicted, support = matrix.sum(axis=0), matrix.sum(axis=1)
+
+    def ratio(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
+        return np.divide(top, bottom, out=np.zeros_like(top), where=bottom > 0)
+
+    f1 = ratio(2 * hits, (predicted + support).astype(np.float64))
+    return (
+        ratio(hits, predicted.astype(np.float64)),
+        ratio(hits, support.astype(np.float64)),
+        f1,
+        support,
+    )
 
 
 def _top_confusions(y_true: list[str], y_pred: list[str]) -> list[dict[str, Any]]:
