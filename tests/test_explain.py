@@ -134,7 +134,7 @@ def test_linear_word_weights_add_up_to_the_blend_words_part_exactly(
     top, runner = order[:, 0], order[:, 1]
     weights = ex.word_weights(model, sub, None, top, runner, method="linear")
     words = model.head.words_  # type: ignore[attr-defined]
-    z = words.model_.logits(words.counter_.transform(sub.texts))
+    z = words.model_.logits(words.vectorizer_.transform(sub.texts))
     intercept = words.model_.intercept
     rows = np.arange(len(sub))
     expected = (1 - model.head.weight_) * (  # type: ignore[attr-defined]

@@ -16,7 +16,6 @@ from prodcat.encoders.registry import get_encoder
 from prodcat.encoders.words import (
     OOD_V1_PATTERN,
     TOKEN_PATTERN,
-    TermCounter,
     make_vectorizer,
     words,
 )
@@ -47,7 +46,7 @@ def test_every_reader_of_titles_sees_the_same_words(titles: list[str]) -> None:
     head = TextLinearHead(families=("l2",), Cs=(1.0,)).fit(
         Inputs(titles), [str(i % 2) for i in range(len(titles))]
     )
-    assert set(head.counter_.vocabulary) >= vocabulary_of(titles)
+    assert set(head.vectorizer_.vocabulary_) >= vocabulary_of(titles)
     assert all(tokens(t)[: len(words(t))] == words(t) for t in titles)  # hashbow
 
 
@@ -63,7 +62,7 @@ def test_a_text_head_saved_without_its_pattern_keeps_the_first_one(
     (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
     loaded = load_head(tmp_path)
     assert isinstance(loaded, TextLinearHead)
-    assert loaded.counter_.token_pattern == r"(?u)\b\w[\w-]*\b"
+    assert loaded.vectorizer_.token_pattern == r"(?u)\b\w[\w-]*\b"
     assert np.array_equal(loaded.predict_proba(inputs), head.predict_proba(inputs))
 
 
@@ -80,21 +79,3 @@ def test_a_gate_saved_without_its_pattern_keeps_the_first_one() -> None:
     assert loaded.token_pattern == OOD_V1_PATTERN
     share = unseen_share(["Blue T-shirt", "Red T-shirt"], loaded.vocabulary, loaded.token_pattern)
     assert share.tolist() == [0.0, 0.5]  # "t" is no word there; "shirt" is known
-
-
-@pytest.mark.parametrize("kind", ["bow", "tfidf"])
-@pytest.mark.parametrize("pattern", [TOKEN_PATTERN, OOD_V1_PATTERN])
-@pytest.mark.parametrize("ngrams", [None, (1, 3), (2, 2)])
-def test_the_term_counter_gives_the_fitted_vectorizers_rows(
-    titles: list[str], kind: str, pattern: str, ngrams: tuple[int, int] | None
-) -> None:
-    """Prediction's TermCounter (no scikit-learn) against the vectoriser it was made from."""
-    vec = make_vectorizer(kind, ngram_range=ngrams, token_pattern=pattern, dtype=np.float64)
-    vec.fit(titles[: len(titles) // 2])
-    counter = TermCounter.from_vectorizer(vec)
-    odd = ["", " -- ", "Men's T-Shirt t-shirt T-SHIRT", "Ünïcode Café", "a b a b a b", "x" * 300]
-    for texts in (titles, odd):
-        expected, got = vec.transform(texts), counter.transform(texts)
-        assert got.shape == expected.shape and got.dtype == np.float64
-        np.testing.assert_allclose(got.toarray(), expected.toarray(), rtol=0, atol=1e-12)
-    assert list(counter.feature_names()) == list(vec.get_feature_names_out())

@@ -2,10 +2,9 @@
 
 Bag of words and TF-IDF split titles into words with the one tokeniser (`prodcat.encoders.words`,
 shared with the title head and the gate) and learn their vocabulary from the training titles, so
-they are fitted
-(`fit`) and saved as JSON (`to_json` / `from_json`: plain data, never pickle, so loading a model
-file cannot run code). Their output is sparse: a catalogue's vocabulary has tens of thousands of
-words and a title uses ten of them.
+they are fitted (`fit`) and saved as JSON (`to_json` / `from_json`: plain data, never pickle, so
+loading a model file cannot run code). Their output is sparse: a catalogue's vocabulary has tens
+of thousands of words and a title uses ten of them.
 
 MiniLM (all-MiniLM-L6-v2, 384 values, L2-normalised) runs as ONNX with the `tokenizers` library:
 neither torch nor transformers is imported on that path. The sentence-transformers model is the

@@ -8,8 +8,8 @@ here, so the base install encodes titles with a fitted "bow" / "tfidf" encoder w
 (51 MB, and over a second of imports at a server's start). `WordVectorizer.transform` gives the
 same matrix as scikit-learn's `transform`, bit for bit in float32 too (tests/test_words.py compares
 them): the same arithmetic in the same dtypes, the row norms summed in the same order, so features
-in the cache stay those of the same encoder version. (The title head's float64 words model has its
-own, `prodcat.encoders.words.TermCounter`, equal to scikit-learn's to 1e-12; one could serve both.)
+in the cache stay those of the same encoder version. The title head's words model predicts with it
+too (float64), and skips scikit-learn's input checks, which cost about a millisecond per call.
 """
 
 from __future__ import annotations

@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import functools
 import re
-from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
-    import scipy.sparse
     from sklearn.feature_extraction.text import CountVectorizer
 
 # Words are runs of letters/digits, hyphens allowed inside, so "t-shirt", "ray-ban" and "as177-c3"
@@ -88,70 +84,3 @@ def make_vectorizer(
     if kind == "bow":
         return CountVectorizer(binary=True, **common)
     return TfidfVectorizer(**common)
-
-
-@dataclass(frozen=True, eq=False)  # eq=False: hashed by identity (explain's cache of terms)
-class TermCounter:
-    """A fitted vectoriser's prediction half, without scikit-learn: titles -> term rows.
-
-    The same rows as the fitted "bow" / "tfidf" vectoriser it was made from (`from_vectorizer`;
-    tests/test_words.py compares them): scikit-learn's `transform` spends about a millisecond per
-    call validating its input, more than the words model itself on one product, and the base
-    install predicts without scikit-learn.
-    """
-
-    vocabulary: dict[str, int]
-    token_pattern: str = TOKEN_PATTERN
-    ngram_range: tuple[int, int] = (1, 1)
-    idf: np.ndarray | None = None  # None: binary counts ("bow"); else TF-IDF, rows L2-normalised
-
-    @classmethod
-    def from_vectorizer(cls, vectorizer: Any) -> TermCounter:
-        idf = getattr(vectorizer, "idf_", None)
-        return cls(
-            vocabulary=dict(vectorizer.vocabulary_),
-            token_pattern=vectorizer.token_pattern,
-            ngram_range=tuple(vectorizer.ngram_range),
-            idf=None if idf is None else np.asarray(idf, dtype=np.float64),
-        )
-
-    def __len__(self) -> int:
-        return len(self.vocabulary)
-
-    def terms(self, text: str) -> list[str]:
-        """The title's words and word n-grams, in scikit-learn's order (words first)."""
-        tokens = words(text, self.token_pattern)
-        low, high = self.ngram_range
-        out = list(tokens) if low == 1 else []
-        for n in range(max(low, 2), min(high, len(tokens)) + 1):
-            out.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
-        return out
-
-    def transform(self, texts: Sequence[str]) -> scipy.sparse.csr_matrix:
-        """(len(texts), len(vocabulary)) float64 rows, like the vectoriser's `transform`."""
-        import scipy.sparse
-
-        indptr, indices, data = [0], [], []
-        for text in texts:
-            counts = Counter(j for j in map(self.vocabulary.get, self.terms(text)) if j is not None)
-            columns = sorted(counts)
-            values = np.array([counts[j] for j in columns], dtype=np.float64)
-            if self.idf is None:
-                values = np.ones(len(columns))
-            else:
-                values *= self.idf[columns]
-                norm = np.sqrt(values @ values)
-                values = values / norm if norm > 0 else values
-            indices.extend(columns)
-            data.append(values)
-            indptr.append(len(indices))
-        flat = np.concatenate(data) if data else np.zeros(0)
-        shape = (len(texts), len(self.vocabulary))
-        return scipy.sparse.csr_matrix((flat, np.asarray(indices, np.int32), indptr), shape=shape)
-
-    def feature_names(self) -> np.ndarray:
-        """The terms by column."""
-        names = np.empty(len(self.vocabulary), dtype=object)
-        for term, column in self.vocabulary.items():
-            names[column] = term
-        return names

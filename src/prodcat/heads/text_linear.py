@@ -22,17 +22,17 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import numpy as np
 import scipy.sparse
 
+from prodcat.encoders.vectorizer import WordVectorizer
 from prodcat.encoders.words import (
     DEFAULT_NGRAMS,
     TEXT_HEAD_V1_PATTERN,
     TOKEN_PATTERN,
     VECTORIZER_KINDS,
-    TermCounter,
     make_vectorizer,
 )
 from prodcat.progress import report_training
 
-if TYPE_CHECKING:  # scikit-learn fits the head; predicting needs none of it (`TermCounter`)
+if TYPE_CHECKING:  # scikit-learn fits the head; predicting needs none of it (`WordVectorizer`)
     from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
 from .base import HOLDOUT_FRACTION, Head, stratified_holdout
@@ -274,7 +274,7 @@ class TextLinearHead(Head):
 
         columns = np.searchsorted(classes, np.asarray(model.classes_).astype(str))
         self.classes_ = classes
-        self.counter_ = TermCounter.from_vectorizer(vec)
+        self.vectorizer_ = WordVectorizer.from_sklearn(vec)
         self.n_features_in_ = len(vec.vocabulary_)
         self.family_ = best["family"]
         self.best_params_ = best["params"]
@@ -287,7 +287,7 @@ class TextLinearHead(Head):
 
     # -- predicting ------------------------------------------------------------------------
     def _transform(self, X: Inputs) -> scipy.sparse.csr_matrix:
-        return self.counter_.transform(X.texts)
+        return self.vectorizer_.transform(X.texts)
 
     def _logits(self, X: Inputs) -> np.ndarray:
         if isinstance(self.model_, ForestArrays):
@@ -301,31 +301,32 @@ class TextLinearHead(Head):
 
     # -- persistence -----------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
-        vocabulary = sorted(self.counter_.vocabulary, key=self.counter_.vocabulary.__getitem__)
+        vocabulary = list(self.vectorizer_.get_feature_names_out())
         return {
             "family": self.family_,
             "best_params": self.best_params_,
             "n_features_in": self.n_features_in_,
             "vocabulary": vocabulary,
-            "token_pattern": self.counter_.token_pattern,
+            "token_pattern": self.vectorizer_.token_pattern,
         }
 
     def _weights(self) -> dict[str, np.ndarray]:
         weights = dict(self.model_.arrays())
-        if self.counter_.idf is not None:
-            weights["idf"] = self.counter_.idf
+        if self.vectorizer_.idf_ is not None:
+            weights["idf"] = np.asarray(self.vectorizer_.idf_, dtype=np.float64)
         return weights
 
     def _restore(self, config: dict[str, Any], weights: dict[str, np.ndarray]) -> None:
-        vocabulary = {term: i for i, term in enumerate(config["vocabulary"])}
         # A head saved before the one tokeniser names no pattern: it keeps the one it was fitted
         # with, so that its answers do not change.
         pattern = str(config.get("token_pattern", TEXT_HEAD_V1_PATTERN))
-        self.counter_ = TermCounter(
-            vocabulary,
-            pattern,
-            DEFAULT_NGRAMS[self.vectorizer],
-            weights["idf"] if self.vectorizer == "tfidf" else None,
+        self.vectorizer_ = WordVectorizer.from_terms(
+            self.vectorizer,
+            list(config["vocabulary"]),
+            idf=weights["idf"] if self.vectorizer == "tfidf" else None,
+            ngram_range=DEFAULT_NGRAMS[self.vectorizer],
+            token_pattern=pattern,
+            dtype=np.float64,
         )
         self.n_features_in_ = int(config["n_features_in"])
         self.family_ = config["family"]

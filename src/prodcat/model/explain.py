@@ -24,7 +24,6 @@ comparison, 2 random words, and counts how often the answer changes.
 from __future__ import annotations
 
 import re
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from prodcat.encoders.base import Encoder
-from prodcat.encoders.words import TOKEN_PATTERN, TermCounter, words
+from prodcat.encoders.words import TOKEN_PATTERN, words
 from prodcat.heads.inputs import Inputs, restrict
 from prodcat.model.neighbours import Neighbour
 
@@ -302,8 +301,8 @@ def _linear_weights(
     if found is None:
         raise ValueError(f"the {model.head_kind} head has no linear words model")
     part, scale = found
-    terms = _terms(part.counter_)
-    X = part.counter_.transform(inputs.texts)  # noqa: N806
+    terms = part.vectorizer_.get_feature_names_out()  # built once per vectoriser
+    X = part.vectorizer_.transform(inputs.texts)  # noqa: N806
     coef = part.model_.coef
     out: list[list[tuple[str, float]]] = []
     for i in range(len(inputs)):
@@ -320,17 +319,6 @@ def _linear_weights(
                     pushes[word] += float(value) / len(parts)
         out.append(sorted(pushes.items(), key=lambda p: -p[1]))
     return out
-
-
-def _terms(counter: TermCounter) -> np.ndarray:
-    """The words model's terms by column (built once per model: thousands of strings)."""
-    terms = _TERMS.get(counter)
-    if terms is None:
-        terms = _TERMS[counter] = counter.feature_names()
-    return terms
-
-
-_TERMS: weakref.WeakKeyDictionary[TermCounter, np.ndarray] = weakref.WeakKeyDictionary()
 
 
 # -- photo against title --------------------------------------------------------------------------
