@@ -74,7 +74,7 @@ class RayRun:
         batches included)."""
         return sum(rows / (end - start) for start, end, rows in self.spans.values() if end > start)
 
-    def _add_span(self, worker: str, start: float, end: float, rows: int) -> None:
+    def add_span(self, worker: str, start: float, end: float, rows: int) -> None:
         first, last, count = self.spans.get(worker, (start, end, 0))
         self.spans[worker] = (min(first, start), max(last, end), count + rows)
 
@@ -182,7 +182,7 @@ def _note_workers(run: RayRun, batch: Mapping[str, Any]) -> None:
     for worker, peak, span in zip(batch["worker"], batch["peak_mb"], batch["span"], strict=True):
         name = str(worker)
         run.peak_mb[name] = max(float(peak), run.peak_mb.get(name, 0.0))
-        run._add_span(name, float(span[0]), float(span[1]), 1)
+        run.add_span(name, float(span[0]), float(span[1]), 1)
 
 
 def peak_memory_mb() -> float:
