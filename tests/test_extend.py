@@ -109,6 +109,30 @@ def test_a_left_out_class_comes_back_from_five_examples(
     assert accuracy_after >= accuracy_before - 0.05
 
 
+def test_a_product_the_head_is_sure_of_is_not_moved_into_a_young_class(
+    base_dir: Path, extended_dir: Path, parts, private_cache_dir: Path
+) -> None:
+    """The head's confidence counts against the young class's mass: an old product the head is
+    sure of stays where it was. Measured on the sample (seed 0, all parts): of the old products
+    the head gives >= 0.99, 1 moved to the young class (10 with similarity and margin alone)."""
+    cache = FeatureCache(private_cache_dir)
+    base, extended = Model.load(base_dir), Model.load(extended_dir)
+    ext = extended.extension
+    assert ext is not None and ext.confidence_scale < 0
+    old = [p for part in parts.values() for p in part if format_path(p.label or ()) != HELD]
+    before, after = base.predict(old, cache), extended.predict(old, cache)
+    sure = [(b, a) for b, a in zip(before, after, strict=True) if b.probability >= 0.99]
+    assert len(sure) > 100
+    assert sum(a.category == HELD for _, a in sure) <= 2
+    # The same product, the head sure of it or not: the sure head leaves the young class less.
+    inputs, _ = extended.encode(old[:1], cache, progress=False)
+    young = extended.classes.index(HELD)
+    sure_head = np.full((1, ext.n_base), 1e-4 / (ext.n_base - 1))
+    sure_head[0, 0] = 1 - 1e-4
+    unsure_head = np.full((1, ext.n_base), 1.0 / ext.n_base)
+    assert ext.merge(sure_head, inputs)[0, young] < ext.merge(unsure_head, inputs)[0, young]
+
+
 def test_the_ood_score_treats_the_examples_as_known(
     base_dir: Path, extended_dir: Path, examples, private_cache_dir: Path
 ) -> None:

@@ -191,6 +191,9 @@ class Extension:
     anchors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     anchor_class: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     margin_scale: float = 0.0
+    # The head's own confidence (its top log-probability) weighs in too: an old product the
+    # head is sure of needs a closer match to move (docs/extend.md: the trade-off).
+    confidence_scale: float = 0.0
     name_anchors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     name_margin_scale: float = 0.0
     text_slice: tuple[int, int] | None = None  # where the MiniLM part sits in the text features
@@ -232,9 +235,7 @@ class Extension:
         if len(owners):
             embedded = self.space.embed_inputs(inputs)
             has_any = np.linalg.norm(embedded, axis=1) > 0
-            similarity = embedded @ prototypes.T
-            rival = rival_similarity(embedded @ self.anchors.T, self.anchor_class, owners)
-            mass = self.scale * similarity + self.margin_scale * (similarity - rival) + self.bias
+            mass = self.prototype_mass(embedded @ prototypes.T, embedded, log_p, owners)
             mass[~has_any] = -np.inf
             for j, c in enumerate(owners):
                 out[:, c] = np.logaddexp(out[:, c], mass[:, j])
@@ -249,6 +250,21 @@ class Extension:
             for j, c in enumerate(self.name_class):
                 out[:, c] = np.logaddexp(out[:, c], mass[:, j])
         return out
+
+    def prototype_mass(
+        self, similarity: np.ndarray, embedded: np.ndarray, log_p: np.ndarray, owners: np.ndarray
+    ) -> np.ndarray:
+        """(n, P) log-masses from each product's similarity to each prototype, its margin over
+        the other classes' anchors and the head's confidence (`log_p`: the head's
+        log-probabilities of the same products)."""
+        rival = rival_similarity(embedded @ self.anchors.T, self.anchor_class, owners)
+        features = prototype_features(similarity, rival, log_p.max(axis=1))
+        mass: np.ndarray = features @ self.weights() + self.bias
+        return mass
+
+    def weights(self) -> np.ndarray:
+        """The coefficients of `prototype_features`, in its order."""
+        return np.array([self.scale, self.margin_scale, self.confidence_scale])
 
     def ood_logits(self, logits: np.ndarray, inputs: Inputs) -> np.ndarray:
         """The head's raw logits with the added classes merged (log-masses at temperature 1), so
@@ -269,6 +285,7 @@ class Extension:
             "name_scale": self.name_scale,
             "name_bias": self.name_bias,
             "margin_scale": self.margin_scale,
+            "confidence_scale": self.confidence_scale,
             "name_margin_scale": self.name_margin_scale,
             "text_slice": list(self.text_slice) if self.text_slice else None,
             "info": self.info,
@@ -318,10 +335,23 @@ class Extension:
             anchors=arrays["anchors"].astype(np.float32),
             anchor_class=arrays["anchor_class"],
             margin_scale=float(config["margin_scale"]),
+            # absent in an extension saved before the confidence counted: 0, as it was fitted
+            confidence_scale=float(config.get("confidence_scale", 0.0)),
             name_anchors=arrays["name_anchors"].astype(np.float32),
             name_margin_scale=float(config["name_margin_scale"]),
             info=config.get("info", {}),
         )
+
+
+def prototype_features(
+    similarity: np.ndarray, rival: np.ndarray, confidence: np.ndarray
+) -> np.ndarray:
+    """(n, P, 3): the similarity to each prototype, its margin over the best anchor of another
+    class (`rival`), the head's top log-probability (`confidence`, (n,): one per product)."""
+    return np.stack(
+        [similarity, similarity - rival, np.broadcast_to(confidence[:, None], similarity.shape)],
+        axis=-1,
+    )
 
 
 def rival_similarity(

@@ -23,11 +23,19 @@ from prodcat.model.extension import (
     ExtendError,
     Extension,
     leaf_names,
+    prototype_features,
     unit_rows,
 )
 
 ZERO_SHOT_ENCODER = "minilm"
 MAX_SHOTS = 10  # the prototypes' calibration plays new classes with at most this many examples
+# The columns of `prototype_features` and those the log-loss fit uses (docs/extend.md).
+FEATURES = ("similarity", "margin", "confidence")
+PROTOTYPE_FEATURES: tuple[str, ...] = FEATURES
+# Added to the fitted bias of the prototypes' log-mass: the operating point between the new
+# classes' accuracy and the old products they pull in, chosen on the validation part of FULL
+# (docs/extend.md: the trade-off curve). The log-loss fit alone sits lower on that curve.
+BIAS_SHIFT = 0.7
 
 
 # -- calibration against the head -------------------------------------------------------------
@@ -53,16 +61,18 @@ def calibrate(
         ext.anchors, ext.anchor_class, sums = _class_means(embedded, y)
         similarity = _anchor_similarity_left_out(embedded, y, ext.anchor_class, sums)
         parts = _simulate_prototypes(log_p, y, embedded, similarity, ext.anchor_class, shots, rng)
-        (ext.scale, ext.margin_scale), ext.bias = _fit_mass(*parts)
-        record["prototypes"] = _fit_record(ext.scale, ext.margin_scale, ext.bias, shots, parts)
+        weights, bias = _fit_mass(*parts, active=PROTOTYPE_FEATURES)
+        ext.scale, ext.margin_scale, ext.confidence_scale = weights
+        ext.bias = bias + BIAS_SHIFT
+        record["prototypes"] = _fit_record(weights, bias, shots, parts)
+        record["prototypes"]["bias_shift"] = BIAS_SHIFT
     if len(ext.name_class) and ext.text_slice is not None and inputs.text is not None:
         titles = unit_rows(inputs.text[:, slice(*ext.text_slice)])
         ext.name_anchors = encode_names(leaf_names(base_classes))
         parts = _simulate_names(log_p, y, titles @ ext.name_anchors.T)
-        (ext.name_scale, ext.name_margin_scale), ext.name_bias = _fit_mass(*parts)
-        record["names"] = _fit_record(
-            ext.name_scale, ext.name_margin_scale, ext.name_bias, 0, parts
-        )
+        weights, ext.name_bias = _fit_mass(*parts, active=("similarity",))
+        ext.name_scale, ext.name_margin_scale = weights[0], weights[1]
+        record["names"] = _fit_record(weights[:2], ext.name_bias, 0, parts)
     ext.info["calibration"] = record
 
 
@@ -112,8 +122,8 @@ def _simulate_prototypes(
         prototype = unit_rows(embedded[shown].mean(axis=0, keepdims=True))[0]
         similarity = embedded[keep] @ prototype
         others = anchor_similarity[keep][:, anchor_class != c]
-        margin = similarity - (others.max(axis=1) if others.shape[1] else 0.0)
-        parts.append(_dropped(log_p[keep], y[keep], int(c), similarity, margin))
+        rival = others.max(axis=1) if others.shape[1] else np.zeros(len(similarity))
+        parts.append(_dropped(log_p[keep], y[keep], int(c), similarity, rival))
     return _joined(parts)
 
 
@@ -125,21 +135,28 @@ def _simulate_names(
     # No margin here: against the other classes' names it took 9 points of the old classes'
     # accuracy on FULL (to 92% top-1 on the new ones); similarity alone: 2 points (docs/extend.md).
     parts = [
-        _dropped(log_p, y, int(c), similarity[:, c], np.zeros(len(y)))
+        _dropped(log_p, y, int(c), similarity[:, c], similarity[:, c])
         for c in np.flatnonzero(sizes >= EVAL_ROWS_MIN)
     ]
     return _joined(parts)
 
 
 def _dropped(
-    log_p: np.ndarray, y: np.ndarray, c: int, similarity: np.ndarray, margin: np.ndarray
+    log_p: np.ndarray,
+    y: np.ndarray,
+    c: int,
+    similarity: np.ndarray,
+    rival: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """((similarity, margin), log-probability of the true class once c is dropped and the rest
-    renormalised, whether the product is of c)."""
+    """(`prototype_features`, log-probability of the true class once c is dropped from the
+    head's output and the rest renormalised, whether the product is of c)."""
     rest = np.log(np.maximum(1.0 - np.exp(log_p[:, c]), 1e-12))
     own = log_p[np.arange(len(y)), y] - rest
-    features = np.stack([similarity, margin], axis=1).astype(np.float64)
-    return features, own, y == c
+    others = log_p.copy()
+    others[:, c] = -np.inf
+    confidence = others.max(axis=1) - rest  # the head's top class once c is gone
+    features = prototype_features(similarity[:, None], rival[:, None], confidence)
+    return features[:, 0, :].astype(np.float64), own, y == c
 
 
 def _joined(
@@ -150,11 +167,13 @@ def _joined(
 
 
 def _fit_mass(
-    features: np.ndarray, own: np.ndarray, new: np.ndarray
-) -> tuple[tuple[float, float], float]:
-    """((a, a_margin), b) minimising the log-loss of softmax([head's log-probs, mass]) with
-    mass = a * similarity + a_margin * margin + b."""
-    design = np.hstack([features, np.ones((len(features), 1))])
+    features: np.ndarray, own: np.ndarray, new: np.ndarray, *, active: Sequence[str]
+) -> tuple[np.ndarray, float]:
+    """(coefficients in `FEATURES` order, bias) minimising the log-loss of
+    softmax([head's log-probs, mass]) with mass = features . coefficients + bias; the features
+    not `active` keep a coefficient of 0."""
+    columns = [FEATURES.index(name) for name in active]
+    design = np.hstack([features[:, columns], np.ones((len(features), 1))])
 
     def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
         mass = design @ params
@@ -162,26 +181,32 @@ def _fit_mass(
         slope = 0.5 * (1.0 + np.tanh(0.5 * mass)) - new  # d loss / d mass per product
         return float(value), design.T @ slope / len(slope)
 
-    start = np.array([10.0, 0.0, -5.0])
+    start = np.zeros(len(columns) + 1)
+    start[0], start[-1] = 10.0, -5.0
     fitted = minimize(loss, x0=start, jac=True, method="L-BFGS-B")
-    return (float(fitted.x[0]), float(fitted.x[1])), float(fitted.x[2])
+    weights = np.zeros(len(FEATURES))
+    weights[columns] = fitted.x[:-1]
+    return weights, float(fitted.x[-1])
 
 
 def _fit_record(
-    scale: float,
-    margin_scale: float,
+    weights: np.ndarray,
     bias: float,
     shots: int,
     parts: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> dict[str, Any]:
-    return {
-        "scale": round(scale, 4),
-        "margin_scale": round(margin_scale, 4),
-        "bias": round(bias, 4),
-        "shots": shots,
-        "products": len(parts[0]),
-        "as_new": int(parts[2].sum()),
+    record: dict[str, Any] = {
+        name: round(float(w), 4) for name, w in zip(FEATURES, weights, strict=False)
     }
+    record.update(
+        {
+            "bias": round(bias, 4),
+            "shots": shots,
+            "products": len(parts[0]),
+            "as_new": int(parts[2].sum()),
+        }
+    )
+    return record
 
 
 def encode_names(names: Sequence[str]) -> np.ndarray:
