@@ -194,6 +194,9 @@ class Extension:
     # The head's own confidence (its top log-probability) weighs in too: an old product the
     # head is sure of needs a closer match to move (docs/extend.md: the trade-off).
     confidence_scale: float = 0.0
+    # (n_base + added,) a log-mass offset per class (<= 0): each class's own cap on the old
+    # products of the validation sample it pulls in (`extension_fit.cap_flips`); empty: none.
+    class_bias: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     name_anchors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     name_margin_scale: float = 0.0
     text_slice: tuple[int, int] | None = None  # where the MiniLM part sits in the text features
@@ -260,6 +263,8 @@ class Extension:
         rival = rival_similarity(embedded @ self.anchors.T, self.anchor_class, owners)
         features = prototype_features(similarity, rival, log_p.max(axis=1))
         mass: np.ndarray = features @ self.weights() + self.bias
+        if len(self.class_bias):
+            mass = mass + self.class_bias[owners][None, :]
         return mass
 
     def weights(self) -> np.ndarray:
@@ -300,6 +305,7 @@ class Extension:
             "anchors": self.anchors.astype(np.float16),
             "anchor_class": self.anchor_class.astype(np.int64),
             "name_anchors": self.name_anchors.astype(np.float16),
+            "class_bias": np.asarray(self.class_bias, dtype=np.float32),
         }
         for name in ("image_mean", "text_mean"):
             value = getattr(self.space, name)
@@ -337,6 +343,7 @@ class Extension:
             margin_scale=float(config["margin_scale"]),
             # absent in an extension saved before the confidence counted: 0, as it was fitted
             confidence_scale=float(config.get("confidence_scale", 0.0)),
+            class_bias=arrays.get("class_bias", np.zeros(0, np.float32)).astype(np.float64),
             name_anchors=arrays["name_anchors"].astype(np.float32),
             name_margin_scale=float(config["name_margin_scale"]),
             info=config.get("info", {}),

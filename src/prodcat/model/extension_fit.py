@@ -24,6 +24,7 @@ from prodcat.model.extension import (
     Extension,
     leaf_names,
     prototype_features,
+    rival_similarity,
     unit_rows,
 )
 
@@ -35,7 +36,10 @@ PROTOTYPE_FEATURES: tuple[str, ...] = FEATURES
 # Added to the fitted bias of the prototypes' log-mass: the operating point between the new
 # classes' accuracy and the old products they pull in, chosen on the validation part of FULL
 # (docs/extend.md: the trade-off curve). The log-loss fit alone sits lower on that curve.
-BIAS_SHIFT = 0.7
+BIAS_SHIFT = 1.0
+# Each class with examples may pull at most this share of the validation sample's old products
+# (right before, its class after) into itself; past it, its own bias is lowered (`cap_flips`).
+FLIP_BUDGET = 0.001
 
 
 # -- calibration against the head -------------------------------------------------------------
@@ -66,6 +70,7 @@ def calibrate(
         ext.bias = bias + BIAS_SHIFT
         record["prototypes"] = _fit_record(weights, bias, shots, parts)
         record["prototypes"]["bias_shift"] = BIAS_SHIFT
+        record["prototypes"]["capped"] = cap_flips(ext, embedded, y, log_p, similarity)
     if len(ext.name_class) and ext.text_slice is not None and inputs.text is not None:
         titles = unit_rows(inputs.text[:, slice(*ext.text_slice)])
         ext.name_anchors = encode_names(leaf_names(base_classes))
@@ -187,6 +192,50 @@ def _fit_mass(
     weights = np.zeros(len(FEATURES))
     weights[columns] = fitted.x[:-1]
     return weights, float(fitted.x[-1])
+
+
+def cap_flips(
+    ext: Extension,
+    embedded: np.ndarray,
+    y: np.ndarray,
+    log_p: np.ndarray,
+    anchor_similarity: np.ndarray,
+) -> dict[str, float]:
+    """Set `ext.class_bias`: per class with examples, the largest offset <= 0 that keeps the
+    sample's old products it takes (the head right, the class on top after the merge) within
+    `FLIP_BUDGET` of the sample (each anchor made without the product scored, as a new product
+    is in none). Returns the offsets of the classes capped, by class index."""
+    prototypes, owners = ext.prototypes()
+    rival = rival_similarity(anchor_similarity, ext.anchor_class, owners)
+    features = prototype_features(embedded @ prototypes.T, rival, log_p.max(axis=1))
+    mass = features @ ext.weights() + ext.bias
+    right = log_p.argmax(axis=1) == y
+    allowed = FLIP_BUDGET * len(y)
+    ext.class_bias = np.zeros(ext.n_base + len(ext.classes))
+    capped: dict[str, float] = {}
+    for j, c in enumerate(owners):
+        rows = right & (y != c)
+        head = log_p[rows, c] if c < ext.n_base else np.full(int(rows.sum()), -np.inf)
+        ext.class_bias[c] = _largest_offset(head, mass[rows, j], log_p[rows, y[rows]], allowed)
+        if ext.class_bias[c] < 0:
+            capped[str(int(c))] = round(float(ext.class_bias[c]), 3)
+    return capped
+
+
+def _largest_offset(head: np.ndarray, mass: np.ndarray, own: np.ndarray, allowed: float) -> float:
+    """The largest offset <= 0 with at most `allowed` products whose merged score for the class,
+    log(p_head + exp(mass + offset)), passes their own class's (bisection: monotone)."""
+
+    def taken(offset: float) -> int:
+        return int(np.sum(np.logaddexp(head, mass + offset) > own))
+
+    if taken(0.0) <= allowed:
+        return 0.0
+    low, high = -40.0, 0.0
+    for _ in range(30):
+        middle = 0.5 * (low + high)
+        low, high = (middle, high) if taken(middle) <= allowed else (low, middle)
+    return low
 
 
 def _fit_record(
