@@ -9,18 +9,22 @@ known ones) from a handful of labelled examples, without touching the head:
   modality is compared on the other alone. `w` = `PHOTO_WEIGHT` (docs/extend.md: chosen on the
   validation part of FULL).
 - **Prototypes.** Each class with examples has one prototype: the normalised mean of its examples.
-  A product's similarity ``s`` to it and its margin ``m`` over the head's classes (``s`` minus the
-  best similarity to another class's *anchor*, the mean of its validation products) become a
-  log-mass ``a * s + a_m * m + b`` next to the head's calibrated
-  log-probabilities (which sum to one): a new class gets that mass alone, a known class with
-  examples gets ``log(p_head + exp(a * s + b))``. Then everything is renormalised, so a new leaf
-  under an existing parent adds to that parent's probability like any other leaf.
-- **Calibration.** `a`, `b` are fitted on held-out data against the existing classes: the model
-  folder keeps a sample of its validation part (`CalibrationSample`: photo and title embeddings,
-  the head's logits, the true class; `SAMPLE_FILE`, written by `prodcat train`). Known classes of
-  the sample play new ones: each drops out of the head's output, gets a prototype from `shots`
-  of its sample products, and (a, a_m, b) minimise the log-loss of the merged output over the
-  rest.
+  A product's similarity ``s`` to it, its margin ``m`` over the head's classes (``s`` minus the
+  best similarity to another class's *anchor*, the mean of its validation products) and the
+  head's own confidence ``q`` (its top log-probability: an old product the head is sure of needs
+  a closer match to move) become a log-mass ``a * s + a_m * m + a_q * q + b + b_c`` next to the
+  head's calibrated log-probabilities (which sum to one): a new class gets that mass alone, a
+  known class with examples ``log(p_head + exp(mass))``. Then everything is renormalised, so a
+  new leaf under an existing parent adds to that parent's probability like any other leaf.
+- **Calibration.** ``(a, a_m, a_q, b)`` are fitted on held-out data against the existing
+  classes: the model folder keeps a sample of its validation part (`CalibrationSample`: photo
+  and title embeddings, the head's logits, the true class; `SAMPLE_FILE`, written by
+  `prodcat train`). Known classes of the sample play new ones: each drops out of the head's
+  output, gets a prototype from `shots` of its sample products, and the coefficients minimise
+  the log-loss of the merged output over the rest. ``b`` is then moved to the operating point
+  chosen on FULL (`extension_fit.BIAS_SHIFT`), and each class's own ``b_c`` <= 0 caps the
+  sample's old products it would take (`extension_fit.cap_flips`; docs/extend.md: the
+  trade-off).
 - **Zero-shot.** A category with no example at all (only its name) gets a log-mass
   ``a0 * cos(title, name) + b0`` from the MiniLM title embedding and the embedding of its leaf
   name, calibrated the same way with the known classes' own names. The gate never accepts it.

@@ -3,7 +3,11 @@
 Known classes of the sample play new ones (dropped from the head's output and from the anchors,
 given a prototype from a few of their products, or known by their name only), and the scores'
 coefficients minimise the log-loss of the merged output over every other sample product
-(`prodcat.model.extension` says what the scores are; docs/extend.md why).
+(`prodcat.model.extension` says what the scores are; docs/extend.md why). The log-loss does not
+weigh what an old product pulled into a young class costs, so the prototypes' bias is then set
+at an operating point chosen on FULL's validation part (`BIAS_SHIFT`), and each real class
+with examples gets its own cap: it may take at most `FLIP_BUDGET` of the sample's old products
+(`cap_flips`).
 """
 
 from __future__ import annotations
