@@ -135,7 +135,7 @@ def test_a_product_the_head_is_sure_of_is_not_moved_into_a_young_class(
     assert ext.merge(sure_head, inputs)[0, young] < ext.merge(unsure_head, inputs)[0, young]
 
 
-def test_each_class_is_capped_on_the_old_products_it_would_take() -> None:
+def test_each_class_is_capped_on_the_old_products_it_would_take(tmp_path: Path) -> None:
     """`cap_flips` lowers a class's own bias just enough that no more than its budget of the
     sample's old products (the head right) end with the class on top; one that takes none is
     left as fitted."""
@@ -166,6 +166,11 @@ def test_each_class_is_capped_on_the_old_products_it_would_take() -> None:
     assert np.all(ext.class_bias[:2] == 0)
     mass = ext.prototype_mass(embedded @ ext.examples.T, embedded, log_p, np.array([2]))
     assert np.all(mass[:, 0] <= np.log(0.9) + 1e-6) and mass[0, 0] > np.log(0.9) - 1e-3
+    ext.confidence_scale = -3.0
+    ext.save(tmp_path / "ext")  # the cap and the confidence's weight travel with the folder
+    loaded = Extension.load(tmp_path / "ext")
+    assert loaded.class_bias == pytest.approx(ext.class_bias, abs=1e-6)
+    assert loaded.confidence_scale == -3.0
     ext.bias = -20.0  # far below: nothing to cap
     assert cap_flips(ext, embedded, y, log_p, np.zeros((5, 2))) == {}
 
