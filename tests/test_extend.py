@@ -128,11 +128,12 @@ def test_a_product_the_head_is_sure_of_is_not_moved_into_a_young_class(
     assert sum(a.category == HELD for _, a in sure) <= 6
     # The same product, the head sure of it or not: the sure head leaves the young class less.
     inputs, _ = extended.encode(old[:1], cache, progress=False)
-    young = extended.classes.index(HELD)
     sure_head = np.full((1, ext.n_base), 1e-4 / (ext.n_base - 1))
     sure_head[0, 0] = 1 - 1e-4
     unsure_head = np.full((1, ext.n_base), 1.0 / ext.n_base)
-    assert ext.merge(sure_head, inputs)[0, young] < ext.merge(unsure_head, inputs)[0, young]
+    assert ext.name_confidence_scale < 0  # a category known by its name alone, likewise
+    for young in (extended.classes.index(HELD), extended.classes.index(NAMED)):
+        assert ext.merge(sure_head, inputs)[0, young] < ext.merge(unsure_head, inputs)[0, young]
 
 
 def test_each_class_is_capped_on_the_old_products_it_would_take(tmp_path: Path) -> None:

@@ -219,6 +219,7 @@ def _add_names(
     if prior is not None and len(prior.name_class):
         ext.names, ext.name_class = prior.names, prior.name_class
         ext.name_scale, ext.name_bias = prior.name_scale, prior.name_bias
+        ext.name_confidence_scale = prior.name_confidence_scale
     if not zero:
         return
     if ext.text_slice is None:

@@ -26,8 +26,9 @@ known ones) from a handful of labelled examples, without touching the head:
   sample's old products it would take (`extension_fit.cap_flips`; docs/extend.md: the
   trade-off).
 - **Zero-shot.** A category with no example at all (only its name) gets a log-mass
-  ``a0 * cos(title, name) + b0`` from the MiniLM title embedding and the embedding of its leaf
-  name, calibrated the same way with the known classes' own names. The gate never accepts it.
+  ``a0 * cos(title, name) + a0_q * q + b0`` from the MiniLM title embedding, the embedding of its
+  leaf name and the head's confidence, calibrated the same way with the known classes' own
+  names. The gate never accepts it.
 
 Saved as ``extension/extension.json`` + ``extension/arrays.safetensors`` (no pickle).
 """
@@ -203,6 +204,7 @@ class Extension:
     class_bias: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     name_anchors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     name_margin_scale: float = 0.0
+    name_confidence_scale: float = 0.0  # the head's confidence in a name's log-mass, as above
     text_slice: tuple[int, int] | None = None  # where the MiniLM part sits in the text features
     # (m, K) the head's calibrated log-probabilities of each example (the young classes' evidence
     # is recounted from them when a model is extended again).
@@ -253,6 +255,7 @@ class Extension:
             rival = rival_similarity(titles @ self.name_anchors.T, base, self.name_class)
             margin = similarity - rival
             mass = self.name_scale * similarity + self.name_margin_scale * margin + self.name_bias
+            mass = mass + self.name_confidence_scale * log_p.max(axis=1, keepdims=True)
             mass[~inputs.has_text] = -np.inf
             for j, c in enumerate(self.name_class):
                 out[:, c] = np.logaddexp(out[:, c], mass[:, j])
@@ -296,6 +299,7 @@ class Extension:
             "margin_scale": self.margin_scale,
             "confidence_scale": self.confidence_scale,
             "name_margin_scale": self.name_margin_scale,
+            "name_confidence_scale": self.name_confidence_scale,
             "text_slice": list(self.text_slice) if self.text_slice else None,
             "info": self.info,
         }
@@ -350,6 +354,7 @@ class Extension:
             class_bias=arrays.get("class_bias", np.zeros(0, np.float32)).astype(np.float64),
             name_anchors=arrays["name_anchors"].astype(np.float32),
             name_margin_scale=float(config["name_margin_scale"]),
+            name_confidence_scale=float(config.get("name_confidence_scale", 0.0)),
             info=config.get("info", {}),
         )
 

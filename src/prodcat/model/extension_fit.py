@@ -41,6 +41,7 @@ PROTOTYPE_FEATURES: tuple[str, ...] = FEATURES
 # classes' accuracy and the old products they pull in, chosen on the validation part of FULL
 # (docs/extend.md: the trade-off curve). The log-loss fit alone sits lower on that curve.
 BIAS_SHIFT = 1.0
+NAME_FEATURES: tuple[str, ...] = ("similarity", "confidence")
 # Each class with examples may pull at most this share of the validation sample's old products
 # (right before, its class after) into itself; past it, its own bias is lowered (`cap_flips`).
 FLIP_BUDGET = 0.001
@@ -79,9 +80,9 @@ def calibrate(
         titles = unit_rows(inputs.text[:, slice(*ext.text_slice)])
         ext.name_anchors = encode_names(leaf_names(base_classes))
         parts = _simulate_names(log_p, y, titles @ ext.name_anchors.T)
-        weights, ext.name_bias = _fit_mass(*parts, active=("similarity",))
-        ext.name_scale, ext.name_margin_scale = weights[0], weights[1]
-        record["names"] = _fit_record(weights[:2], ext.name_bias, 0, parts)
+        weights, ext.name_bias = _fit_mass(*parts, active=NAME_FEATURES)
+        ext.name_scale, ext.name_margin_scale, ext.name_confidence_scale = weights
+        record["names"] = _fit_record(weights, ext.name_bias, 0, parts)
     ext.info["calibration"] = record
 
 
