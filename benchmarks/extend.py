@@ -12,10 +12,17 @@ seed), and the figures are measured on the test part:
 - zero-shot: the same classes added by name alone (`--category`), top-5 hit rate;
 - the seconds `extend_model` takes (target <= 10 s; features come from the warm cache).
 
-`--weights` also measures the photo's share of the prototype similarity on the VALIDATION part
-(5 shots, draw 0): `--photo-weight` (the test figures' value) is picked from that table.
+Each figure is given per draw of examples and as the median and range over the draws.
 
-    python benchmarks/extend.py --models-dir /tmp/extend-bench --json extend.json
+On the VALIDATION part only (what the defaults are picked from):
+- `--curve` the trade-off: new-class accuracy against the old classes' drop as the young mass's
+  bias moves away from the fitted one (`extension_fit.BIAS_SHIFT` is the point chosen from it);
+- `--features` an ablation: the scores the calibration fits (default: all of
+  `extension_fit.FEATURES`; `similarity,margin` is the mass before the head's confidence counted);
+- `--weights` the photo's share of the prototype similarity (5 shots, draw 0).
+
+    python benchmarks/extend.py --models-dir /tmp/extend-bench --json extend.json \
+        --draws 0,1,2,3,4,5,6,7 --curve=-0.5,0,0.5,0.6,0.7,0.8,1,1.5
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import numpy as np
 from prodcat.catalogue import Catalogue, ColumnMapping, Product, load_catalogue
 from prodcat.catalogue.split import split_catalogue
 from prodcat.features.cache import FeatureCache
+from prodcat.model import extension_fit
 from prodcat.model.bundle import Model
 from prodcat.model.extending import extend_model
 from prodcat.model.extension import SAMPLE_FILE
@@ -131,17 +139,79 @@ def run_case(
     }
 
 
+def trade_off_curve(
+    model: Model,
+    train_part: list[Product],
+    held: list[str],
+    products: list[Product],
+    draws: list[int],
+    shifts: list[float],
+    cache: FeatureCache,
+) -> dict[str, Any]:
+    """On `products` (the validation part): per shots, shift and draw, the new classes'
+    accuracy and the old classes' drop with the young mass's bias moved by `shift` from the
+    fitted one and no per-class cap; then the chosen point (`BIAS_SHIFT` and the per-class cap
+    `FLIP_BUDGET`, as `extend` sets them) under "chosen". The category is the merged output's
+    top class, as `Model.predict` gives it."""
+    inputs, _ = model.encode(products, cache, progress=False)
+    base = model.calibrate(model.head.decision_logits(inputs), inputs)
+    truth = np.array([format_path(p.label or ()) for p in products])
+    new = np.array([(p.label or ("",))[-1] in held for p in products])
+    before = np.mean(np.array(model.classes)[base.argmax(axis=1)][~new] == truth[~new])
+    out: dict[str, Any] = {}
+    for shots in (5, 20):
+        rows: dict[str, list[dict[str, float]]] = {str(s): [] for s in shifts}
+        rows["chosen"] = []
+        for draw in draws:
+            ext = extend_model(model, draw_examples(train_part, held, shots, draw), cache=cache)
+            extension = ext.model.extension
+            assert extension is not None
+            chosen, cap = extension.bias, extension.class_bias
+            settings = [
+                (str(s), chosen - extension_fit.BIAS_SHIFT + s, np.zeros(0)) for s in shifts
+            ]
+            for name, bias, class_bias in [*settings, ("chosen", chosen, cap)]:
+                extension.bias, extension.class_bias = bias, class_bias
+                answer = np.array(ext.model.classes)[extension.merge(base, inputs).argmax(axis=1)]
+                rows[name].append(
+                    {
+                        "new": float(np.mean(answer[new] == truth[new])),
+                        "old_drop": float(before - np.mean(answer[~new] == truth[~new])),
+                    }
+                )
+        out[f"shots_{shots}"] = {name: _spread(r) for name, r in rows.items()}
+        for name, summary in out[f"shots_{shots}"].items():
+            print(f"validation shots={shots} shift={name}: {summary}", flush=True)
+    return out
+
+
+def _spread(rows: list[dict[str, float]]) -> dict[str, Any]:
+    """Median and range of each figure over the draws."""
+    return {
+        key: {
+            "median": round(statistics.median(r[key] for r in rows), 4),
+            "min": round(min(r[key] for r in rows), 4),
+            "max": round(max(r[key] for r in rows), 4),
+        }
+        for key in rows[0]
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("../shared/datasets/fashion-products"))
     parser.add_argument("--models-dir", type=Path, default=Path("extend-bench"))
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--shots", default="5,20")
-    parser.add_argument("--draws", default="0,1")
+    parser.add_argument("--draws", default="0,1,2,3,4,5,6,7")
     parser.add_argument("--photo-weight", type=float, default=0.5)
     parser.add_argument("--weights", default="", help="e.g. 0,0.25,0.5,0.75,1 (on validation)")
+    parser.add_argument("--curve", default="", help="bias shifts, e.g. -0.5,0,0.7,1 (validation)")
+    parser.add_argument("--features", default="", help="e.g. similarity,margin (an ablation)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.features:
+        extension_fit.PROTOTYPE_FEATURES = tuple(args.features.split(","))
     csv_path = args.data / "products.csv"
     if not csv_path.exists():
         sys.exit(f"{csv_path} not found; pass --data PATH to the fashion-products folder")
@@ -159,13 +229,28 @@ def main() -> None:
         return [p for p in parts[part] if format_path(p.label or ()) in known]
 
     report: dict[str, Any] = {"left_out": held, "rule": f"seed {RULE_SEED}, >= {MIN_PRODUCTS}"}
+    report["features"] = list(extension_fit.PROTOTYPE_FEATURES)
+    report["bias_shift"] = extension_fit.BIAS_SHIFT
+    draws = [int(d) for d in args.draws.split(",")]
+    if args.curve:
+        shifts = [float(x) for x in args.curve.split(",")]
+        report["curve_validation"] = trade_off_curve(
+            model,
+            parts["train"],
+            held,
+            of("validation", True) + of("validation", False),
+            draws,
+            shifts,
+            cache,
+        )
+        save(report, args.json)
     report["paths"] = sorted({format_path(p.label or ()) for p in of("test", True)})
     before = accuracy(model, of("test", False), cache)
     report["old_before"] = before
     print(f"old classes before: {before}", flush=True)
     for shots in [int(s) for s in args.shots.split(",")]:
         cases = []
-        for draw in [int(d) for d in args.draws.split(",")]:
+        for draw in draws:
             examples = draw_examples(parts["train"], held, shots, draw)
             case = run_case(
                 model, examples, [], of("test", True), of("test", False), cache, args.photo_weight
@@ -209,14 +294,20 @@ def _line(case: dict[str, Any]) -> str:
     )
 
 
-def _medians(cases: list[dict[str, Any]]) -> dict[str, float]:
-    return {
-        "new_accuracy": statistics.median(c["new"]["accuracy"] for c in cases),
-        "new_top5": statistics.median(c["new"]["top5"] for c in cases),
-        "old_drop": statistics.median(c["old_drop"] for c in cases),
-        "extend_seconds": statistics.median(c["extend_seconds"] for c in cases),
-        "new_accepted": statistics.median(c["new"]["accepted"] for c in cases),
-    }
+def _medians(cases: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median and range over the draws."""
+    return _spread(
+        [
+            {
+                "new_accuracy": c["new"]["accuracy"],
+                "new_top5": c["new"]["top5"],
+                "old_drop": c["old_drop"],
+                "extend_seconds": c["extend_seconds"],
+                "new_accepted": c["new"]["accepted"],
+            }
+            for c in cases
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ from prodcat.model.extension import (
     Extension,
     Space,
     leaf_names,
-    rival_similarity,
     unit_rows,
 )
 from prodcat.model.extension_fit import ZERO_SHOT_ENCODER, calibrate, encode_names
@@ -220,6 +219,7 @@ def _add_names(
     if prior is not None and len(prior.name_class):
         ext.names, ext.name_class = prior.names, prior.name_class
         ext.name_scale, ext.name_bias = prior.name_scale, prior.name_bias
+        ext.name_confidence_scale = prior.name_confidence_scale
     if not zero:
         return
     if ext.text_slice is None:
@@ -309,8 +309,7 @@ def _leave_one_out(ext: Extension) -> np.ndarray:
         similarity[i, j] = float(ext.examples[i] @ rest)
     out = np.full((m, ext.n_base + len(ext.classes)), -np.inf)
     out[:, : ext.n_base] = ext.example_log_p
-    rival = rival_similarity(ext.examples @ ext.anchors.T, ext.anchor_class, owners)
-    mass = ext.scale * similarity + ext.margin_scale * (similarity - rival) + ext.bias
+    mass = ext.prototype_mass(similarity, ext.examples, ext.example_log_p, owners)
     for j, c in enumerate(owners):
         out[:, c] = np.logaddexp(out[:, c], mass[:, j])
     return _normalised(out)

@@ -9,21 +9,26 @@ known ones) from a handful of labelled examples, without touching the head:
   modality is compared on the other alone. `w` = `PHOTO_WEIGHT` (docs/extend.md: chosen on the
   validation part of FULL).
 - **Prototypes.** Each class with examples has one prototype: the normalised mean of its examples.
-  A product's similarity ``s`` to it and its margin ``m`` over the head's classes (``s`` minus the
-  best similarity to another class's *anchor*, the mean of its validation products) become a
-  log-mass ``a * s + a_m * m + b`` next to the head's calibrated
-  log-probabilities (which sum to one): a new class gets that mass alone, a known class with
-  examples gets ``log(p_head + exp(a * s + b))``. Then everything is renormalised, so a new leaf
-  under an existing parent adds to that parent's probability like any other leaf.
-- **Calibration.** `a`, `b` are fitted on held-out data against the existing classes: the model
-  folder keeps a sample of its validation part (`CalibrationSample`: photo and title embeddings,
-  the head's logits, the true class; `SAMPLE_FILE`, written by `prodcat train`). Known classes of
-  the sample play new ones: each drops out of the head's output, gets a prototype from `shots`
-  of its sample products, and (a, a_m, b) minimise the log-loss of the merged output over the
-  rest.
+  A product's similarity ``s`` to it, its margin ``m`` over the head's classes (``s`` minus the
+  best similarity to another class's *anchor*, the mean of its validation products) and the
+  head's own confidence ``q`` (its top log-probability: an old product the head is sure of needs
+  a closer match to move) become a log-mass ``a * s + a_m * m + a_q * q + b + b_c`` next to the
+  head's calibrated log-probabilities (which sum to one): a new class gets that mass alone, a
+  known class with examples ``log(p_head + exp(mass))``. Then everything is renormalised, so a
+  new leaf under an existing parent adds to that parent's probability like any other leaf.
+- **Calibration.** ``(a, a_m, a_q, b)`` are fitted on held-out data against the existing
+  classes: the model folder keeps a sample of its validation part (`CalibrationSample`: photo
+  and title embeddings, the head's logits, the true class; `SAMPLE_FILE`, written by
+  `prodcat train`). Known classes of the sample play new ones: each drops out of the head's
+  output, gets a prototype from `shots` of its sample products, and the coefficients minimise
+  the log-loss of the merged output over the rest. ``b`` is then moved to the operating point
+  chosen on FULL (`extension_fit.BIAS_SHIFT`), and each class's own ``b_c`` <= 0 caps the
+  sample's old products it would take (`extension_fit.cap_flips`; docs/extend.md: the
+  trade-off).
 - **Zero-shot.** A category with no example at all (only its name) gets a log-mass
-  ``a0 * cos(title, name) + b0`` from the MiniLM title embedding and the embedding of its leaf
-  name, calibrated the same way with the known classes' own names. The gate never accepts it.
+  ``a0 * cos(title, name) + a0_q * q + b0`` from the MiniLM title embedding, the embedding of its
+  leaf name and the head's confidence, calibrated the same way with the known classes' own
+  names. The gate never accepts it.
 
 Saved as ``extension/extension.json`` + ``extension/arrays.safetensors`` (no pickle).
 """
@@ -191,8 +196,15 @@ class Extension:
     anchors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     anchor_class: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     margin_scale: float = 0.0
+    # The head's own confidence (its top log-probability) weighs in too: an old product the
+    # head is sure of needs a closer match to move (docs/extend.md: the trade-off).
+    confidence_scale: float = 0.0
+    # (n_base + added,) a log-mass offset per class (<= 0): each class's own cap on the old
+    # products of the validation sample it pulls in (`extension_fit.cap_flips`); empty: none.
+    class_bias: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     name_anchors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     name_margin_scale: float = 0.0
+    name_confidence_scale: float = 0.0  # the head's confidence in a name's log-mass, as above
     text_slice: tuple[int, int] | None = None  # where the MiniLM part sits in the text features
     # (m, K) the head's calibrated log-probabilities of each example (the young classes' evidence
     # is recounted from them when a model is extended again).
@@ -232,9 +244,7 @@ class Extension:
         if len(owners):
             embedded = self.space.embed_inputs(inputs)
             has_any = np.linalg.norm(embedded, axis=1) > 0
-            similarity = embedded @ prototypes.T
-            rival = rival_similarity(embedded @ self.anchors.T, self.anchor_class, owners)
-            mass = self.scale * similarity + self.margin_scale * (similarity - rival) + self.bias
+            mass = self.prototype_mass(embedded @ prototypes.T, embedded, log_p, owners)
             mass[~has_any] = -np.inf
             for j, c in enumerate(owners):
                 out[:, c] = np.logaddexp(out[:, c], mass[:, j])
@@ -245,10 +255,28 @@ class Extension:
             rival = rival_similarity(titles @ self.name_anchors.T, base, self.name_class)
             margin = similarity - rival
             mass = self.name_scale * similarity + self.name_margin_scale * margin + self.name_bias
+            mass = mass + self.name_confidence_scale * log_p.max(axis=1, keepdims=True)
             mass[~inputs.has_text] = -np.inf
             for j, c in enumerate(self.name_class):
                 out[:, c] = np.logaddexp(out[:, c], mass[:, j])
         return out
+
+    def prototype_mass(
+        self, similarity: np.ndarray, embedded: np.ndarray, log_p: np.ndarray, owners: np.ndarray
+    ) -> np.ndarray:
+        """(n, P) log-masses from each product's similarity to each prototype, its margin over
+        the other classes' anchors and the head's confidence (`log_p`: the head's
+        log-probabilities of the same products)."""
+        rival = rival_similarity(embedded @ self.anchors.T, self.anchor_class, owners)
+        features = prototype_features(similarity, rival, log_p.max(axis=1))
+        mass: np.ndarray = features @ self.weights() + self.bias
+        if len(self.class_bias):
+            mass = mass + self.class_bias[owners][None, :]
+        return mass
+
+    def weights(self) -> np.ndarray:
+        """The coefficients of `prototype_features`, in its order."""
+        return np.array([self.scale, self.margin_scale, self.confidence_scale])
 
     def ood_logits(self, logits: np.ndarray, inputs: Inputs) -> np.ndarray:
         """The head's raw logits with the added classes merged (log-masses at temperature 1), so
@@ -269,7 +297,9 @@ class Extension:
             "name_scale": self.name_scale,
             "name_bias": self.name_bias,
             "margin_scale": self.margin_scale,
+            "confidence_scale": self.confidence_scale,
             "name_margin_scale": self.name_margin_scale,
+            "name_confidence_scale": self.name_confidence_scale,
             "text_slice": list(self.text_slice) if self.text_slice else None,
             "info": self.info,
         }
@@ -283,6 +313,7 @@ class Extension:
             "anchors": self.anchors.astype(np.float16),
             "anchor_class": self.anchor_class.astype(np.int64),
             "name_anchors": self.name_anchors.astype(np.float16),
+            "class_bias": np.asarray(self.class_bias, dtype=np.float32),
         }
         for name in ("image_mean", "text_mean"):
             value = getattr(self.space, name)
@@ -318,10 +349,25 @@ class Extension:
             anchors=arrays["anchors"].astype(np.float32),
             anchor_class=arrays["anchor_class"],
             margin_scale=float(config["margin_scale"]),
+            # absent in an extension saved before the confidence counted: 0, as it was fitted
+            confidence_scale=float(config.get("confidence_scale", 0.0)),
+            class_bias=arrays.get("class_bias", np.zeros(0, np.float32)).astype(np.float64),
             name_anchors=arrays["name_anchors"].astype(np.float32),
             name_margin_scale=float(config["name_margin_scale"]),
+            name_confidence_scale=float(config.get("name_confidence_scale", 0.0)),
             info=config.get("info", {}),
         )
+
+
+def prototype_features(
+    similarity: np.ndarray, rival: np.ndarray, confidence: np.ndarray
+) -> np.ndarray:
+    """(n, P, 3): the similarity to each prototype, its margin over the best anchor of another
+    class (`rival`), the head's top log-probability (`confidence`, (n,): one per product)."""
+    return np.stack(
+        [similarity, similarity - rival, np.broadcast_to(confidence[:, None], similarity.shape)],
+        axis=-1,
+    )
 
 
 def rival_similarity(
