@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from prodcat import __version__
 
 from .explanations import ExplainFlag, explanation_out
-from .metrics import Metrics
+from .metrics import Metrics, MetricsMiddleware
 from .multipart import MultipartError, parse_multipart
 from .predictor import InputError, ServiceAnswer, ServicePredictor, decode_base64
 from .schemas import (
@@ -114,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings, app.state.service, app.state.metrics = settings, service, metrics
     _add_error_handlers(app, metrics)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
-    app.middleware("http")(metrics.middleware)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(_v1_routes(settings, service, metrics))
 
     @app.get("/healthz", tags=["service"])

@@ -7,7 +7,7 @@ workers each reports its own figures; scrape them per process or run one worker 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -18,8 +18,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from prodcat.monitor import DriftReport
@@ -96,17 +95,12 @@ class Metrics:
             self.drift_p_adjusted.labels(name).set(signal.p_adjusted)
             self.drift_statistic.labels(name).set(signal.statistic)
 
-    async def middleware(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        self.requests.labels(request.method, route, str(response.status_code)).inc()
-        self.latency.labels(route).observe(time.perf_counter() - started)
-        if response.status_code >= 400:
-            self.errors.labels(route, str(response.status_code)).inc()
-        return response
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One answered request: its count by status, its latency, and errors by status."""
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+        if status >= 400:
+            self.errors.labels(route, str(status)).inc()
 
     def count_decisions(self, answers: Sequence[ServiceAnswer]) -> None:
         for answer in answers:
@@ -124,3 +118,29 @@ class Metrics:
 def _field_kind(field: str | None) -> str:
     """'items[3].title' -> 'title': a label per kind of field, not per position."""
     return (field or "unknown").rsplit(".", 1)[-1]
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request (`Metrics.observe`). Plain ASGI, not Starlette's
+    BaseHTTPMiddleware, whose task group and streams per request cost CPU the networks need."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 500  # 500 unless a response starts
+
+        async def noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.observe(scope["method"], route, status, time.perf_counter() - started)
