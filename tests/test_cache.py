@@ -120,3 +120,23 @@ def test_many_packs_are_compacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert len(list(reopened.folder.glob("pack-*"))) == 1
     found, got = reopened.get(_keys(10, "5"))
     assert found.all() and (got == 5).all()
+
+
+def test_two_processes_compacting_at_once_lose_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second store listed the packs before the first merged and removed them: it skips the
+    vanished packs instead of failing, and still sees every vector (the first one's merged pack
+    included)."""
+    monkeypatch.setattr(cache_module, "COMPACT_AT", 4)
+    writer = FeatureCache(tmp_path).store("enc/v1")
+    for i in range(6):
+        writer.put(_keys(10, str(i)), np.full((10, 3), i, np.float32))
+    listed = sorted(writer.folder.glob("pack-*.safetensors"))
+    first, second = (FeatureCache(tmp_path).store("enc/v1") for _ in range(2))
+    assert len(first) == 60 and len(list(first.folder.glob("pack-*"))) == 1
+    now = second._compact(listed)  # what the second process does with its older listing
+    assert len(now) == 1 and not any(p.exists() for p in listed)
+    assert len(second) == 60
+    found, got = second.get(_keys(10, "3"))
+    assert found.all() and (got == 3).all()

@@ -118,14 +118,25 @@ class FeatureStore:
         return final
 
     def _compact(self, packs: list[Path]) -> list[Path]:
-        merged = [load_file(p) for p in packs]
-        keys = np.concatenate([m["keys"] for m in merged])
-        vectors = np.concatenate([m["vectors"] for m in merged])
-        _, first = np.unique(keys, axis=0, return_index=True)
-        pack = self._write_pack(keys[np.sort(first)], vectors[np.sort(first)])
-        for old in packs:
-            old.unlink(missing_ok=True)
-        return [pack]
+        """Merge `packs` into one and return the packs there are now. Another process may be
+        compacting the same folder: a pack it already merged and removed is skipped here, a pack
+        is removed only once its vectors are in a new pack on disk, and the packs written
+        meanwhile (its merged one included) are returned too, so nothing is lost or recomputed."""
+        merged, done = [], []
+        for pack in packs:
+            try:
+                merged.append(load_file(pack))
+            except (SafetensorError, OSError, ValueError):  # gone (merged elsewhere) or damaged
+                continue
+            done.append(pack)
+        if merged:
+            keys = np.concatenate([m["keys"] for m in merged])
+            vectors = np.concatenate([m["vectors"] for m in merged])
+            _, first = np.unique(keys, axis=0, return_index=True)
+            self._write_pack(keys[np.sort(first)], vectors[np.sort(first)])
+            for old in done:
+                old.unlink(missing_ok=True)
+        return sorted(self.folder.glob(PACK_GLOB))
 
     def _sweep_tmp(self) -> None:
         """Remove temporary files of runs that died long ago (recent ones may still be writing)."""
