@@ -182,3 +182,20 @@ def restrict(inputs: Inputs, modalities: Collection[str] | None) -> Inputs:
             inputs.image_activations if keep_image else zeros(inputs.image_activations)
         ),
     )
+
+
+def join_inputs(parts: Sequence[Inputs]) -> Inputs:
+    """Several products' `Inputs` as one, in order (the same features present in each)."""
+
+    def stacked(name: str) -> np.ndarray | None:
+        values = [getattr(p, name) for p in parts]
+        return None if any(v is None for v in values) else np.concatenate(values)
+
+    return Inputs(
+        texts=[t for p in parts for t in p.texts],
+        image=stacked("image"),
+        text=stacked("text"),
+        image_mask=np.concatenate([p.has_image for p in parts]),
+        text_mask=np.concatenate([p.has_text for p in parts]),
+        image_activations=stacked("image_activations"),
+    )

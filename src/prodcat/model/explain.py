@@ -32,7 +32,7 @@ import numpy as np
 
 from prodcat.encoders.base import Encoder
 from prodcat.encoders.words import TOKEN_PATTERN, words
-from prodcat.heads.inputs import Inputs, restrict
+from prodcat.heads.inputs import Inputs, join_inputs, restrict
 from prodcat.model.neighbours import Neighbour
 
 if TYPE_CHECKING:  # the bundle calls this module, never the reverse at import
@@ -340,7 +340,7 @@ def modality_shares(
     t, r, m = top[rows], runner[rows], len(rows)
     # Photo alone, title alone, neither: one pass through the head for the three.
     shown = [restrict(sub, kept) for kept in ({"image"}, {"text"}, set())]
-    z = model.head.decision_logits(_stacked(shown))
+    z = model.head.decision_logits(join_inputs(shown))
     value = {"both": _margins(logits[rows], t, r)}
     alone = {}
     for k, name in enumerate(("image", "text", "none")):
@@ -360,23 +360,6 @@ def modality_shares(
             float(alone["text"][j]),
         )
     return out
-
-
-def _stacked(parts: Sequence[Inputs]) -> Inputs:
-    """Several Inputs with the same feature widths as one, in order."""
-
-    def joined(name: str) -> np.ndarray | None:
-        values = [getattr(p, name) for p in parts]
-        return None if values[0] is None else np.concatenate(values)
-
-    return Inputs(
-        texts=[t for p in parts for t in p.texts],
-        image=joined("image"),
-        text=joined("text"),
-        image_mask=np.concatenate([p.has_image for p in parts]),
-        text_mask=np.concatenate([p.has_text for p in parts]),
-        image_activations=joined("image_activations"),
-    )
 
 
 # -- the deletion test ----------------------------------------------------------------------------

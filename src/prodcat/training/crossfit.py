@@ -86,20 +86,3 @@ def _in_model_columns(head: Head, logits: np.ndarray, classes: Sequence[str]) ->
     out = np.repeat(logits.min(axis=1, keepdims=True) - MISSING_CLASS_MARGIN, len(classes), axis=1)
     out[:, [index[str(c)] for c in head.classes_]] = logits
     return out
-
-
-def join_inputs(parts: Sequence[Inputs]) -> Inputs:
-    """Several products' `Inputs` as one, in order (the same features present in each)."""
-
-    def stacked(name: str) -> np.ndarray | None:
-        values = [getattr(p, name) for p in parts]
-        return None if any(v is None for v in values) else np.concatenate(values)
-
-    return Inputs(
-        texts=[t for p in parts for t in p.texts],
-        image=stacked("image"),
-        text=stacked("text"),
-        image_mask=np.concatenate([p.has_image for p in parts]),
-        text_mask=np.concatenate([p.has_text for p in parts]),
-        image_activations=stacked("image_activations"),
-    )

@@ -25,6 +25,7 @@ from prodcat.features.cache import FeatureCache
 from prodcat.gate.certificate import CaseData
 from prodcat.gate.gate import DEFAULT_TARGET_ACCURACY, class_indices, fit_gate
 from prodcat.heads import HEAD_NAMES, Head, Inputs, head_class
+from prodcat.heads.inputs import join_inputs
 from prodcat.model.bundle import Model
 from prodcat.model.extension import CalibrationSample
 from prodcat.model.inputs import training_fingerprint
@@ -32,7 +33,7 @@ from prodcat.model.neighbours import NeighbourIndex
 from prodcat.monitor.reference import Reference
 from prodcat.progress import training_progress
 from prodcat.taxonomy.tree import format_path
-from prodcat.training.crossfit import DEFAULT_FOLDS, cross_fitted_logits, join_inputs
+from prodcat.training.crossfit import DEFAULT_FOLDS, cross_fitted_logits
 from prodcat.training.metrics import evaluate_products
 from prodcat.training.whole_network import TunedPhotoNetwork
 
