@@ -134,6 +134,21 @@ async def load(
     return await closed_loop(url, requests, clients, seconds=seconds, max_requests=max_requests)
 
 
+def load_counting_cpu(
+    process: subprocess.Popen[bytes],
+    url: str,
+    rows: list[dict[str, Any]],
+    seconds: float,
+    max_requests: int,
+) -> dict[str, Any]:
+    """8 clients' `load`, with the server's CPU per request (ms) beside it."""
+    before = cpu_seconds(process.pid)
+    result = asyncio.run(load(url, rows, 8, seconds=seconds, max_requests=max_requests))
+    used = cpu_seconds(process.pid) - before
+    result["server_cpu_ms_per_request"] = round(1000 * used / result["requests"], 2)
+    return result
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a process has used (load-independent cost of the work)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -286,11 +301,7 @@ def latency_run(args: argparse.Namespace) -> dict[str, Any]:
         print("one client", report["single"], flush=True)
         report["clients_8"] = []
         for _ in range(args.repeats):
-            cpu_before = cpu_seconds(process.pid)
-            result = asyncio.run(load(url, rows, 8, seconds=20, max_requests=800))
-            used = cpu_seconds(process.pid) - cpu_before
-            result["server_cpu_ms_per_request"] = round(1000 * used / result["requests"], 2)
-            report["clients_8"].append(result)
+            report["clients_8"].append(load_counting_cpu(process, url, rows, 20, 800))
         print("8 clients", report["clients_8"], flush=True)
     finally:
         stop(process)
@@ -382,22 +393,12 @@ def main() -> None:
 
     process, url = start_server(args.model)
     try:
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_healthy(url)
         asyncio.run(load(url, rows[:50], 2, seconds=5, max_requests=50))  # warm the sessions
         report["clients_8"] = []
         for _ in range(1 if quick else args.repeats):
-            cpu_before = cpu_seconds(process.pid)
-            result = asyncio.run(
-                load(url, rows, 8, seconds=30, max_requests=300 if quick else 1500)
-            )
-            used = cpu_seconds(process.pid) - cpu_before
-            result["server_cpu_ms_per_request"] = round(1000 * used / result["requests"], 1)
-            report["clients_8"].append(result)
+            requests = 300 if quick else 1500
+            report["clients_8"].append(load_counting_cpu(process, url, rows, 30, requests))
         print("8 clients", report["clients_8"], flush=True)
         report["clients_50"] = asyncio.run(
             load(url, rows, 50, seconds=10 if quick else 60, max_requests=10**6)
