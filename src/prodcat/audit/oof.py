@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
 from prodcat.catalogue import Product
+from prodcat.encoders.base import unit_rows
 from prodcat.encoders.registry import get_encoder
 from prodcat.features.cache import FeatureCache
 from prodcat.features.encode import encode_products
@@ -67,16 +68,11 @@ def load_features(
         features = encode_products(products, get_encoder(name), cache, progress=progress)
         mask, rows = features.lookup(ids)
         matrix = np.zeros((len(ids), features.vectors.shape[1]), dtype=np.float32)
-        matrix[mask] = _unit(rows)
+        matrix[mask] = unit_rows(rows)
         found.append((matrix, mask))
         errors.update(features.errors)
     (image, has_image), (text, has_text) = found
     return AuditFeatures(image, text, has_image, has_text, errors)
-
-
-def _unit(rows: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return (rows / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def principal_axes(matrix: np.ndarray, rows: np.ndarray, dims: int, seed: int = 0) -> np.ndarray:

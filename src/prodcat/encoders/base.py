@@ -58,6 +58,13 @@ class _NotFittedError(ValueError, AttributeError):
     """The base install's NotFittedError (scikit-learn's has these bases)."""
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """float32 rows scaled to length 1 (a zero row stays zero): for cosine similarities."""
+    x = np.asarray(x, dtype=np.float32)
+    out: np.ndarray = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return out
+
+
 def file_sha256(path: str | Path) -> str:
     """Hex sha256 of a file's content, memoised per (file, mtime, size).
 

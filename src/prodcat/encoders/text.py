@@ -42,6 +42,7 @@ from .base import (
     open_or_export,
     resolve_threads,
     short_hash,
+    unit_rows,
 )
 from .vectorizer import WordVectorizer
 from .weights import MINILM_DIM, minilm_max_seq_length, minilm_model_dir
@@ -496,5 +497,4 @@ def _embed_batch(
     mask = attention_mask[:, :, None].astype(np.float32)
     summed = (np.asarray(hidden, dtype=np.float32) * mask).sum(axis=1)
     pooled = summed / np.clip(mask.sum(axis=1), 1e-9, None)
-    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-    return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+    return unit_rows(pooled)

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from prodcat.encoders.base import unit_rows
 from prodcat.encoders.words import OOD_V1_PATTERN, TOKEN_PATTERN, words
 
 N_COMPONENTS = 128
@@ -106,17 +107,16 @@ class NeighbourDistance:
         components = _principal_axes(X - mean, dims, seed).astype(np.float32)
         fitted = cls(mean, components, np.zeros((0, dims), np.float32), k)
         # Rounded to float16 now, so a loaded model scores exactly as the trained one.
-        fitted.bank = fitted._unit(X).astype(np.float16).astype(np.float32)
+        fitted.bank = fitted.unit(X).astype(np.float16).astype(np.float32)
         return fitted
 
-    def _unit(self, X: np.ndarray) -> np.ndarray:
-        z = (np.asarray(X, dtype=np.float32) - self.mean) @ self.components
-        norms: np.ndarray = np.linalg.norm(z, axis=1, keepdims=True)
-        return z / np.maximum(norms, 1e-12)
+    def unit(self, X: np.ndarray) -> np.ndarray:
+        """Rows of X centred, projected on the principal axes and scaled to length 1."""
+        return unit_rows((np.asarray(X, dtype=np.float32) - self.mean) @ self.components)
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """Per row: 1 - cosine similarity to the k-th nearest bank row (0 = a known product)."""
-        z = self._unit(X)
+        z = self.unit(X)
         bank = self.bank
         k = min(self.k, len(bank))
         out = np.empty(len(z))

@@ -92,5 +92,5 @@ def with_known_examples(
 
 def _add_to_bank(bank: NeighbourDistance, values: np.ndarray) -> None:
     # Rounded to float16 as the bank is saved, so a loaded model scores as this one.
-    rows = bank._unit(values).astype(np.float16).astype(np.float32)
+    rows = bank.unit(values).astype(np.float16).astype(np.float32)
     bank.bank = np.vstack([bank.bank, rows])

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from prodcat.catalogue import Product
+from prodcat.encoders.base import unit_rows
 from prodcat.encoders.registry import split_encoders
 from prodcat.features.cache import FeatureCache
 from prodcat.gate.calibration import ACCEPT_NOTHING, softmax
@@ -37,7 +38,6 @@ from prodcat.model.extension import (
     Extension,
     Space,
     leaf_names,
-    unit_rows,
 )
 from prodcat.model.extension_fit import ZERO_SHOT_ENCODER, calibrate, encode_names
 from prodcat.monitor.reference import REFERENCE_FILE

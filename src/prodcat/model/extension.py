@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
+from prodcat.encoders.base import unit_rows
 from prodcat.heads import Inputs
 
 EXTENSION_DIR = "extension"
@@ -57,13 +58,6 @@ SAMPLE_ROWS = 3000
 SIMULATED_CLASSES = 60
 EVAL_ROWS_MIN = 2
 _FLOOR = 1e-12
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    out: np.ndarray = x / np.maximum(norms, 1e-12)
-    return out
 
 
 class ExtendError(ValueError):

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize
 
+from prodcat.encoders.base import unit_rows
 from prodcat.heads import Inputs
 from prodcat.model.extension import (
     EVAL_ROWS_MIN,
@@ -29,7 +30,6 @@ from prodcat.model.extension import (
     leaf_names,
     prototype_features,
     rival_similarity,
-    unit_rows,
 )
 
 ZERO_SHOT_ENCODER = "minilm"

@@ -24,6 +24,7 @@ import safetensors.numpy
 from threadpoolctl import ThreadpoolController
 
 from prodcat.catalogue import Product
+from prodcat.encoders.base import unit_rows
 from prodcat.encoders.hashing import HashedWordsEncoder
 from prodcat.heads.inputs import Inputs
 from prodcat.taxonomy.tree import format_path
@@ -73,7 +74,7 @@ class Projection:
 
     def unit(self, values: np.ndarray) -> np.ndarray:
         z = (np.asarray(values, dtype=np.float32) - self.mean) @ self.axes
-        return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+        return unit_rows(z)
 
 
 @dataclass
@@ -245,9 +246,7 @@ def _embed(projections: dict[str, Projection], inputs: Inputs) -> np.ndarray:
         if mask.any():
             block[mask] = projection.unit(values[mask])
         blocks.append(block)
-    out = np.hstack(blocks)
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return np.asarray(out / np.maximum(norms, 1e-12), dtype=np.float32)
+    return unit_rows(np.hstack(blocks))
 
 
 @functools.cache
