@@ -203,9 +203,7 @@ class Model:
         """Calibrated probabilities (each modality case's temperature) once the gate is fitted."""
         if self.gate is None:
             return self._extended(self.head.predict_proba(inputs), inputs)
-        return self._extended(
-            self.gate.calibrate(self.head.decision_logits(inputs), inputs), inputs
-        )
+        return self.calibrate(self.head.decision_logits(inputs), inputs)
 
     def calibrate(self, logits: np.ndarray, inputs: Inputs) -> np.ndarray:
         """`predict_proba` from the head's logits (computed once when the caller has them)."""

@@ -31,6 +31,8 @@ from prodcat.taxonomy.tree import format_path
 ANSWER_COLUMNS = ("predicted_category", "predicted_probability", "decision")
 TRUTH_COLUMNS = ("true_category", "correct")
 DETAIL_COLUMNS = ("ood_score", "level_probabilities", "modalities")
+EXPLANATION_COLUMNS = ("top_words", "explanation")
+TOP_WORDS = 3
 FORMATS = (".parquet", ".csv", ".jsonl")
 SHARD_ROWS = 100_000  # rows per shard of a folder of shards
 SHARD_PREFIX = "part-"
@@ -67,10 +69,6 @@ def parse_target(text: str | Path) -> Target:
     if not folder and path.is_dir():
         raise ValueError(f"--out {raw}: is a folder; expected a file name (or end it with '/')")
     return Target(path, suffix, folder)
-
-
-EXPLANATION_COLUMNS = ("top_words", "explanation")
-TOP_WORDS = 3
 
 
 def write_predictions(
