@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 import numpy as np
 
@@ -73,7 +73,34 @@ from prodcat.monitor.reference import REFERENCE_FILE, Reference
 from prodcat.taxonomy.probabilities import back_off, level_probabilities
 from prodcat.taxonomy.tree import Taxonomy, parse_path
 
+T = TypeVar("T")
 VERSION_CHARS = 12  # of the hex digest: short enough to read, long enough never to collide here
+
+
+class _FromFolder(Generic[T]):
+    """A part of a saved model read from its folder on first use (or set like an attribute)."""
+
+    def __init__(self, load: Callable[[Path], T | None]) -> None:
+        self.load = load
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    @overload
+    def __get__(self, model: None, owner: type) -> _FromFolder[T]: ...
+    @overload
+    def __get__(self, model: Model, owner: type) -> T | None: ...
+    def __get__(self, model: Model | None, owner: type) -> _FromFolder[T] | T | None:
+        if model is None:
+            return self
+        if self.slot not in model.__dict__:
+            folder = model.folder
+            model.__dict__[self.slot] = self.load(folder) if folder is not None else None
+        value: T | None = model.__dict__[self.slot]
+        return value
+
+    def __set__(self, model: Model, value: T | None) -> None:
+        model.__dict__[self.slot] = value
 
 
 @dataclass
@@ -98,18 +125,21 @@ class Model:
     # The validation part's summary the drift alarm compares batches with (None: trained before
     # the alarm existed).
     reference: Reference | None = None
-    # The training products' embeddings the explanations show the nearest of (None: trained
-    # before explanations existed; `prodcat.model.neighbours`).
-    neighbours: NeighbourIndex | None = None
-    # Classes added without retraining (`prodcat extend`, `prodcat.model.extension`) and the
-    # validation sample an extension is calibrated on (None: none / trained before extend).
+    # Classes added without retraining (`prodcat extend`, `prodcat.model.extension`; None: none).
     extension: Extension | None = None
-    extension_sample: CalibrationSample | None = None
     # The photo side (px, the longer side, median over the training photos) the model learnt
     # from: larger photos are brought down to it before the photo network, so a sharp photo gets
     # the answer its thumbnail gets (docs/resolution.md). None: a model from before the record,
     # which sees every photo at its own resolution, as it always did.
     photo_side: int | None = None
+
+    # Read from `folder` when first asked for, so that loading to predict or serve does not pay
+    # for them (0.2 s and tens of MB on FULL); None where the model has none.
+    # The training products' embeddings the explanations show the nearest of
+    # (`prodcat.model.neighbours`; None: trained before explanations existed).
+    neighbours = _FromFolder(NeighbourIndex.load)
+    # The validation sample an extension is calibrated on (None: trained before `extend`).
+    extension_sample = _FromFolder(load_sample)
 
     @property
     def classes(self) -> list[str]:
@@ -392,9 +422,7 @@ class Model:
             folder=folder,
             version=model_version(folder),
             reference=load_reference(folder),
-            neighbours=NeighbourIndex.load(folder),
             extension=extension,
-            extension_sample=load_sample(folder),
             photo_side=read_photo_side(config, folder),
         )
 

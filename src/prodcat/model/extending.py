@@ -136,6 +136,8 @@ def extend_model(
     extended = dataclasses.replace(
         model, gate=gate, extension=extension, reference=reference, folder=None, version=""
     )
+    # Read from the model's folder when asked for, not fields: carried over by hand.
+    extended.neighbours, extended.extension_sample = model.neighbours, model.extension_sample
     return ExtendResult(
         model=extended,
         added=new,
