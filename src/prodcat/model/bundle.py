@@ -51,7 +51,6 @@ from prodcat.model.encoder_files import (
 from prodcat.model.extension import (
     EXTENSION_DIR,
     SAMPLE_FILE,
-    CalibrationSample,
     Extension,
     load_extension,
     load_sample,
