@@ -243,7 +243,8 @@ async def single_client(url: str, rows: list[dict[str, Any]], n: int) -> dict[st
 
 def in_process_figures(model_dir: Path, n: int) -> dict[str, Any]:
     """In a fresh process: the encoders' own time for one product (the floor), head + gate per
-    single product, and the encoders' own rate in batches of 64 (decoded photos), medians."""
+    single product, and the encoders' own rate in batches of 64 (decoded photos), medians. The
+    encoders run as the Predictor runs them (`Predictor.networks`: one call per core)."""
     code = f"""
 import json, statistics, time
 import numpy as np
@@ -257,23 +258,19 @@ cat = load_catalogue({str(DATA / "products.csv")!r}, ColumnMapping(label_column=
 products = cat.products[:{n}]
 predictor = Predictor(Model.load({str(model_dir)!r}))
 predictor.warm_up()
-image, texts = predictor.image_encoder, predictor.text_encoders
+image, networks = predictor.image_encoder, predictor.networks
 pixels = [image.preprocess(load_image(p.image, draft_size=image.draft_size)) for p in products]
 titles = [p.text for p in products]
 one, head = [], []
 for px, title, p in zip(pixels[:300], titles, products):
     t0 = time.perf_counter()
-    image.encode_arrays(px[None])
-    for e in texts:
-        e.encode([title])
+    networks.encode(px[None], [title])
     one.append((time.perf_counter() - t0) * 1000)
     prepared = predictor.prepare([ProductInput(p.id, p.text, p.image)])
     head.append(predictor.run(prepared)[1].head_ms)
 t0 = time.perf_counter()
 for start in range(0, len(pixels), 64):
-    image.encode_arrays(np.stack(pixels[start:start + 64]))
-    for e in texts:
-        e.encode(titles[start:start + 64])
+    networks.encode(np.stack(pixels[start:start + 64]), titles[start:start + 64])
 rate = len(pixels) / (time.perf_counter() - t0)
 print(json.dumps({{"encoders_one_product_ms": statistics.median(one),
                   "head_gate_ms": statistics.median(head),

@@ -20,10 +20,11 @@ from PIL.Image import Image as PILImage
 
 from prodcat.catalogue import Product
 from prodcat.catalogue.images import MAX_PIXELS, ImageError, load_image, read_image
-from prodcat.encoders.base import Encoder, ImageEncoder
+from prodcat.encoders.base import Encoder, ImageEncoder, resolve_threads
 from prodcat.encoders.registry import encoder_info, is_trunk, split_encoders
 from prodcat.heads import Inputs
 from prodcat.heads.inputs import restrict
+from prodcat.model.networks import Networks
 from prodcat.model.prediction import Prediction
 
 if TYPE_CHECKING:  # the bundle runs its predictions through this module, never the reverse
@@ -73,24 +74,32 @@ class Predictor:
     """A model and its encoders, opened once; `predict` labels items held in memory."""
 
     def __init__(
-        self, model: Model, *, max_pixels: int = MAX_PIXELS, backend: str = "onnx"
+        self,
+        model: Model,
+        *,
+        max_pixels: int = MAX_PIXELS,
+        backend: str = "onnx",
+        threads: int | None = None,
     ) -> None:
         """`backend="torch"` runs the neural encoders in PyTorch: the reference the benchmarks
-        compare against (load the model with `runtime="torch"` for a torch head too)."""
+        compare against (load the model with `runtime="torch"` for a torch head too). `threads`:
+        the cores the networks may use (default $PRODCAT_THREADS, else all), one network call per
+        core (`prodcat.model.networks`)."""
         self.model = model
         self.max_pixels = max_pixels
+        self.threads = resolve_threads(threads) if backend == "onnx" else 1
         self.image_encoder: ImageEncoder | None = None
         if model.image_encoder:
-            encoder = model.get_encoder(
-                model.image_encoder, **_backend(model.image_encoder, backend)
-            )
+            name = model.image_encoder
+            encoder = model.get_encoder(name, **_options(name, backend))
             if not isinstance(encoder, ImageEncoder):
                 raise TypeError(f"{model.image_encoder} is not an image encoder")
             self.image_encoder = encoder
         self.text_encoders: list[Encoder] = [
-            model.get_encoder(part, **_backend(part, backend))
+            model.get_encoder(part, **_options(part, backend))
             for part in split_encoders(model.text_encoder or "")
         ]
+        self.networks = Networks(self.image_encoder, self.text_encoders, self.threads)
         # A fine-tune head reads the trunk's activations, the others pooled features.
         self._image_input = "image_activations" if is_trunk(model.image_encoder) else "image"
 
@@ -138,24 +147,21 @@ class Predictor:
         timings = StageTimings(decode_ms=prepared.decode_ms)
         features: dict[str, np.ndarray] = {}
         masks: dict[str, np.ndarray] = {}
-        if self.image_encoder is not None:
-            t0 = time.perf_counter()
-            matrix = np.zeros((n, self.image_encoder.dim), dtype=np.float32)
-            if prepared.pixels is not None:
-                matrix[prepared.decoded] = self.image_encoder.encode_arrays(prepared.pixels)
-            features[self._image_input], masks["image_mask"] = matrix, prepared.decoded
-            timings.image_ms = (time.perf_counter() - t0) * 1000
         titles = [item.title for item in items]
+        has_text = np.array([t != "" for t in titles], dtype=bool)
+        encoded = self.networks.encode(prepared.pixels, [t for t in titles if t])
+        timings.image_ms, timings.text_ms = encoded.image_ms, encoded.text_ms
+        if self.image_encoder is not None:
+            matrix = np.zeros((n, self.image_encoder.dim), dtype=np.float32)
+            if encoded.image is not None:
+                matrix[prepared.decoded] = encoded.image
+            features[self._image_input], masks["image_mask"] = matrix, prepared.decoded
         if self.text_encoders:
-            t0 = time.perf_counter()
-            has_text = np.array([t != "" for t in titles], dtype=bool)
-            present = [t for t in titles if t]
-            parts = [np.asarray(e.encode(present), dtype=np.float32) for e in self.text_encoders]
-            matrix = np.zeros((n, sum(p.shape[1] for p in parts)), dtype=np.float32)
-            if present:
-                matrix[has_text] = np.hstack(parts)
+            width = sum(e.dim for e in self.text_encoders)
+            matrix = np.zeros((n, width), dtype=np.float32)
+            if encoded.text is not None:
+                matrix[has_text] = encoded.text
             features["text"], masks["text_mask"] = matrix, has_text
-            timings.text_ms = (time.perf_counter() - t0) * 1000
         if self._image_input == "image_activations" and "text" not in features:
             # A photo-only fine-tune head still has a text branch: it gets an empty input.
             features["text"] = np.zeros((n, 0), dtype=np.float32)
@@ -232,9 +238,12 @@ class Predictor:
                 yield prepared
 
 
-def _backend(encoder: str, backend: str) -> dict[str, str]:
-    """The backend option for the encoders that have one (the neural ones)."""
-    return {"backend": backend} if backend != "onnx" and encoder_info(encoder).neural else {}
+def _options(encoder: str, backend: str) -> dict[str, str | int]:
+    """The neural encoders' options: their backend, and one thread per session on ONNX Runtime
+    (the Predictor spreads the calls over the cores itself)."""
+    if not encoder_info(encoder).neural:
+        return {}
+    return {"threads": 1} if backend == "onnx" else {"backend": backend}
 
 
 def white_png() -> bytes:

@@ -179,8 +179,7 @@ def _v1_routes(settings: Settings, service: ServicePredictor, metrics: Metrics) 
         `image_base64`, `id`). Either the title or the photo may be missing, not both."""
         received = time.perf_counter()
         item, image_field = await _read_product(request, service, explain)
-        prepared = await run_in_threadpool(service.prepare, item, image_field)
-        (answer,) = await service.answer(prepared)
+        answer = await service.answer_product(item, image_field)
         metrics.count_decisions([answer])
         return _prediction_out(answer, service, received)
 

@@ -1,9 +1,10 @@
 """The model of one worker process: loaded once, fed by a micro-batcher, guarded by input checks.
 
-Requests decode their own photo in a worker thread, then queue for the networks. One task takes
-everything queued and runs it as one batch on a single thread, so concurrent requests share
-network calls instead of fighting over the cores (ONNX Runtime already uses all of them per call);
-under light load a request runs alone, with no wait.
+Requests decode their own photo in a worker thread, then queue for the networks. The batcher
+takes everything queued and runs it as one batch, so concurrent requests share network calls;
+up to one batch per core runs at a time (the Predictor's networks run one call per core), so a
+batch's head and gate never leave a core idle while requests wait. Under light load a request
+runs alone, with no wait, its photo and title networks side by side.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import contextlib
 import time
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
@@ -89,6 +90,22 @@ class ServiceAnswer:
     timings: dict[str, Any]  # stage -> ms, and batch_size
 
 
+@dataclass
+class _Job:
+    """One request waiting for the networks: decoded products, or one product still to decode
+    (its photo field named for the error)."""
+
+    prepared: Prepared | None
+    item: ProductInput | None = None
+    image_field: str = "image"
+    future: asyncio.Future[list[ServiceAnswer]] | None = None
+    queued: float = field(default_factory=time.perf_counter)
+
+    @property
+    def size(self) -> int:
+        return 1 if self.prepared is None else len(self.prepared.items)
+
+
 class ServicePredictor:
     """The worker's model, its version, its limits and the micro-batcher in front of it."""
 
@@ -106,8 +123,9 @@ class ServicePredictor:
         self.window = RollingWindow(settings.drift_window) if self.model.reference else None
         self._class_index = {c: i for i, c in enumerate(self.model.classes)}
         self._executor: ThreadPoolExecutor | None = None
-        self._queue: asyncio.Queue[tuple[Prepared, asyncio.Future[object], float]] | None = None
+        self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()  # batches in flight
         self._event_loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -119,14 +137,16 @@ class ServicePredictor:
             return
         self._event_loop = loop
         if self._executor is None:
-            # One thread runs the networks: requests share batches instead of competing for cores.
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prodcat-model")
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.predictor.threads, thread_name_prefix="prodcat-model"
+            )
         self._queue = asyncio.Queue()
         self._task = loop.create_task(self._batches())
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
+        tasks = [self._task, *self._running] if self._task is not None else [*self._running]
+        self._task = None
+        for task in tasks:
             task.cancel()
             if task.get_loop() is asyncio.get_running_loop():
                 with contextlib.suppress(asyncio.CancelledError):
@@ -162,22 +182,23 @@ class ServicePredictor:
             )
         return ProductInput(index or "", clean, image, explain)
 
-    def prepare(self, item: ProductInput, image_field: str) -> Prepared:
-        """Decode the photo (run in a worker thread); a photo that fails is an InputError."""
-        prepared = self.predictor.prepare([item])
-        if prepared.errors:
-            message = prepared.errors[0].removeprefix("image: ")
-            raise InputError(f"{image_field}: {message}", field=image_field)
-        return prepared
+    async def answer_product(self, item: ProductInput, image_field: str) -> ServiceAnswer:
+        """One product's answer; its photo is decoded with the batch it joins, on the batch's
+        thread (one thread hop less per request). A photo that fails is an InputError."""
+        (answer,) = await self._submit(_Job(prepared=None, item=item, image_field=image_field))
+        return answer
 
     async def answer(self, prepared: Prepared) -> list[ServiceAnswer]:
         """Queue decoded products for the networks and wait for their answers."""
+        return await self._submit(_Job(prepared=prepared))
+
+    async def _submit(self, job: _Job) -> list[ServiceAnswer]:
         await self.start()
         if self._queue is None:
             raise RuntimeError("the batcher did not start: no queue to put the request on")
-        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        await self._queue.put((prepared, future, time.perf_counter()))
-        return cast(list[ServiceAnswer], await future)
+        job.future = asyncio.get_running_loop().create_future()
+        await self._queue.put(job)
+        return cast(list[ServiceAnswer], await job.future)
 
     # -- the batcher --------------------------------------------------------------------------
     async def _batches(self) -> None:
@@ -186,9 +207,11 @@ class ServicePredictor:
             raise RuntimeError("the batcher runs only after start() made its queue")
         loop = asyncio.get_running_loop()
         window = self.settings.batch_window_ms / 1000
+        slots = asyncio.Semaphore(self.predictor.threads)
         while True:
+            await slots.acquire()
             jobs = [await queue.get()]
-            size = len(jobs[0][0].items)
+            size = jobs[0].size
             deadline = loop.time() + window
             while size < self.settings.max_micro_batch:
                 try:
@@ -199,44 +222,61 @@ class ServicePredictor:
                 except (TimeoutError, asyncio.QueueEmpty):
                     break
                 jobs.append(job)
-                size += len(job[0].items)
-            await self._run(jobs, loop)
+                size += job.size
+            batch = loop.create_task(self._run(jobs, loop))
+            self._running.add(batch)
+            batch.add_done_callback(self._running.discard)
+            batch.add_done_callback(lambda _: slots.release())
 
-    async def _run(
-        self,
-        jobs: list[tuple[Prepared, asyncio.Future[object], float]],
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        merged = merge_prepared([job[0] for job in jobs])
-        executor = self._executor
+    async def _run(self, jobs: list[_Job], loop: asyncio.AbstractEventLoop) -> None:
         run_started = time.perf_counter()
         try:
-            predictions, timings = await loop.run_in_executor(executor, self._predict, merged)
+            results = await loop.run_in_executor(self._executor, self._predict, jobs)
         except Exception as exc:  # the networks failed: every waiting request hears why
-            for _, future, _ in jobs:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        offset = 0
-        for prepared, future, queued in jobs:
-            n = len(prepared.items)
-            answers = [
-                ServiceAnswer(
-                    p, self._timings(prepared, timings, queued, run_started, len(merged.items))
-                )
-                for p in predictions[offset : offset + n]
-            ]
-            offset += n
-            if not future.done():
-                future.set_result(answers)
+            results = [exc] * len(jobs)
+        for job, result in zip(jobs, results, strict=True):
+            if job.future is None or job.future.done():
+                continue
+            if isinstance(result, Exception):
+                job.future.set_exception(result)
+            else:
+                for answer in result:
+                    answer.timings["queue_ms"] = round((run_started - job.queued) * 1000, 3)
+                job.future.set_result(result)
 
-    def _predict(self, prepared: Prepared) -> tuple[list[Prediction], StageTimings]:
+    def _predict(self, jobs: list[_Job]) -> list[list[ServiceAnswer] | Exception]:
+        """Decode what is not decoded yet, then answer every job's products as one batch."""
+        results: list[list[ServiceAnswer] | Exception] = []
+        parts: list[Prepared] = []
+        for job in jobs:
+            if job.prepared is not None:
+                results.append([])
+                parts.append(job.prepared)
+                continue
+            prepared = self.predictor.prepare([cast(ProductInput, job.item)])
+            if prepared.errors:
+                message = prepared.errors[0].removeprefix("image: ")
+                field = job.image_field
+                results.append(InputError(f"{field}: {message}", field=field))
+                continue
+            results.append([])
+            parts.append(prepared)
+        if not parts:
+            return results
+        merged = merge_prepared(parts)
         predictions, timings = self.predictor.run(
-            prepared, min_confidence=self.settings.min_confidence
+            merged, min_confidence=self.settings.min_confidence
         )
         if self.window is not None:
-            self.window.add(self.observations(prepared, predictions))
-        return predictions, timings
+            self.window.add(self.observations(merged, predictions))
+        answers = iter(predictions)
+        waiting = [result for result in results if isinstance(result, list)]
+        for result, prepared in zip(waiting, parts, strict=True):
+            result += [
+                ServiceAnswer(next(answers), self._timings(prepared, timings, len(merged.items)))
+                for _ in prepared.items
+            ]
+        return results
 
     # -- the drift alarm ----------------------------------------------------------------------
     def observations(self, prepared: Prepared, predictions: list[Prediction]) -> Observations:
@@ -275,12 +315,10 @@ class ServicePredictor:
         )
 
     @staticmethod
-    def _timings(
-        prepared: Prepared, timings: StageTimings, queued: float, run_started: float, batch: int
-    ) -> dict[str, Any]:
+    def _timings(prepared: Prepared, timings: StageTimings, batch: int) -> dict[str, Any]:
         return {
             "decode_ms": round(prepared.decode_ms, 3),
-            "queue_ms": round((run_started - queued) * 1000, 3),
+            "queue_ms": 0.0,  # set when the batch ends (`_run`)
             "image_ms": round(timings.image_ms, 3),
             "text_ms": round(timings.text_ms, 3),
             "head_ms": round(timings.head_ms, 3),
