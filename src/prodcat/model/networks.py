@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,34 @@ class Encoded:
     text_ms: float = 0.0
 
 
+Call = Future[tuple[np.ndarray, float]]  # a network call's vectors and when it ended
+
+
+@dataclass
+class Pending:
+    """A batch's network calls, started; `result()` waits for them."""
+
+    started: float
+    n_titles: int
+    photo_calls: list[Call] = field(default_factory=list)
+    title_calls: list[tuple[np.ndarray, Call]] = field(default_factory=list)  # rows, call
+
+    def result(self) -> Encoded:
+        encoded = Encoded(image=None, text=None)
+        if self.photo_calls:
+            parts = [call.result() for call in self.photo_calls]
+            encoded.image = np.concatenate([vectors for vectors, _ in parts])
+            encoded.image_ms = (max(ended for _, ended in parts) - self.started) * 1000
+        if self.title_calls:
+            done = [(rows, call.result()) for rows, call in self.title_calls]
+            text = np.empty((self.n_titles, done[0][1][0].shape[1]), dtype=np.float32)
+            for rows, (vectors, _) in done:
+                text[rows] = vectors
+            encoded.text = text
+            encoded.text_ms = (max(ended for _, (_, ended) in done) - self.started) * 1000
+        return encoded
+
+
 class Networks:
     """The encoders of one Predictor and the worker threads their calls run on.
 
@@ -44,55 +72,52 @@ class Networks:
         self.texts = list(texts)
         self.threads = threads
         # Threads start on first use; made here so that concurrent batches share one pool.
+        self._waiting = 0  # calls submitted and not started yet
         self._pool: ThreadPoolExecutor | None = None
         if threads > 1:
             self._pool = ThreadPoolExecutor(threads, thread_name_prefix="prodcat-network")
 
     def encode(self, pixels: np.ndarray | None, titles: Sequence[str]) -> Encoded:
         """Vectors for decoded photos (uint8 (n, size, size, 3)) and non-empty titles."""
-        started = time.perf_counter()
-        photo_calls: list[Future[tuple[np.ndarray, float]]] = []
+        return self.submit(pixels, titles).result()
+
+    def submit(self, pixels: np.ndarray | None, titles: Sequence[str]) -> Pending:
+        """Start `encode`'s calls and return at once: the caller can work meanwhile (e.g. run
+        the head on the previous batch) and collect the vectors with `Pending.result()`."""
+        pending = Pending(time.perf_counter(), len(titles))
         if self.image is not None and pixels is not None and len(pixels):
             # Fewer photos than calls for every core: smaller calls, so that no core waits.
             size = min(PHOTO_BATCH, -(-len(pixels) // self.threads))
             encode_photos = self.image.encode_arrays
-            photo_calls = [
+            pending.photo_calls = [
                 self._submit(encode_photos, pixels[part]) for part in batches(len(pixels), size)
             ]
-        title_calls: list[tuple[np.ndarray, Future[tuple[np.ndarray, float]]]] = []
         if self.texts and titles:
             # Longest first, so that each call pads its titles to a similar length.
             order = np.argsort([-len(t) for t in titles], kind="stable")
-            title_calls = [
+            pending.title_calls = [
                 (order[part], self._submit(self._encode_titles, [titles[i] for i in order[part]]))
                 for part in batches(len(titles), TITLE_BATCH)
             ]
-        encoded = Encoded(image=None, text=None)
-        if photo_calls:
-            parts = [call.result() for call in photo_calls]
-            encoded.image = np.concatenate([vectors for vectors, _ in parts])
-            encoded.image_ms = (max(ended for _, ended in parts) - started) * 1000
-        if title_calls:
-            done = [(index, call.result()) for index, call in title_calls]
-            text = np.empty((len(titles), done[0][1][0].shape[1]), dtype=np.float32)
-            for index, (vectors, _) in done:
-                text[index] = vectors
-            encoded.text = text
-            encoded.text_ms = (max(ended for _, (_, ended) in done) - started) * 1000
-        return encoded
+        return pending
+
+    @property
+    def waiting(self) -> int:
+        """How many calls wait for a free worker: while some do, the cores are all busy."""
+        return self._waiting
 
     def _encode_titles(self, titles: list[str]) -> np.ndarray:
         return np.hstack([np.asarray(e.encode(titles), dtype=np.float32) for e in self.texts])
 
-    def _submit(
-        self, work: Callable[[Any], np.ndarray], data: Any
-    ) -> Future[tuple[np.ndarray, float]]:
+    def _submit(self, work: Callable[[Any], np.ndarray], data: Any) -> Call:
         """Run one call on a worker thread (in this thread with one core); its result comes with
         the time it ended."""
 
         def call() -> tuple[np.ndarray, float]:
+            self._waiting -= 1  # a plain int: the GIL makes += and -= atomic enough for a hint
             return work(data), time.perf_counter()
 
+        self._waiting += 1
         if self._pool is None:
             future: Future[tuple[np.ndarray, float]] = Future()
             future.set_result(call())

@@ -24,7 +24,7 @@ from prodcat.encoders.base import Encoder, ImageEncoder, resolve_threads
 from prodcat.encoders.registry import encoder_info, is_trunk, split_encoders
 from prodcat.heads import Inputs
 from prodcat.heads.inputs import restrict
-from prodcat.model.networks import Networks
+from prodcat.model.networks import Networks, Pending
 from prodcat.model.prediction import Prediction
 
 if TYPE_CHECKING:  # the bundle runs its predictions through this module, never the reverse
@@ -143,13 +143,35 @@ class Predictor:
         modalities: Collection[str] | None = None,
     ) -> tuple[list[Prediction], StageTimings]:
         """Encode, classify and answer the prepared items, in order."""
+        return self.finish(
+            prepared,
+            self.start(prepared),
+            min_confidence=min_confidence,
+            threshold=threshold,
+            modalities=modalities,
+        )
+
+    def start(self, prepared: Prepared) -> Pending:
+        """Start the networks' calls on the prepared items (`finish` waits for them)."""
+        return self.networks.submit(prepared.pixels, [i.title for i in prepared.items if i.title])
+
+    def finish(
+        self,
+        prepared: Prepared,
+        pending: Pending,
+        *,
+        min_confidence: float | None = None,
+        threshold: float | None = None,
+        modalities: Collection[str] | None = None,
+    ) -> tuple[list[Prediction], StageTimings]:
+        """The answers of items whose network calls `start` began: the head, the gate."""
         items, n = prepared.items, len(prepared.items)
         timings = StageTimings(decode_ms=prepared.decode_ms)
         features: dict[str, np.ndarray] = {}
         masks: dict[str, np.ndarray] = {}
         titles = [item.title for item in items]
         has_text = np.array([t != "" for t in titles], dtype=bool)
-        encoded = self.networks.encode(prepared.pixels, [t for t in titles if t])
+        encoded = pending.result()
         timings.image_ms, timings.text_ms = encoded.image_ms, encoded.text_ms
         if self.image_encoder is not None:
             matrix = np.zeros((n, self.image_encoder.dim), dtype=np.float32)
@@ -215,14 +237,23 @@ class Predictor:
         explain: bool = False,
     ) -> list[Prediction]:
         """Catalogue products, in chunks: two threads read and decode the next chunks while the
-        current one runs through the networks (both release the GIL). `explain`: each answer
-        carries its reasons."""
+        current one runs through the networks (both release the GIL), and the head answers the
+        previous one. `explain`: each answer carries its reasons."""
         answers: list[Prediction] = []
-        for prepared in self.prepare_chunks(products, chunk=chunk, explain=explain):
-            answers += self.run(
-                prepared, min_confidence=min_confidence, threshold=threshold, modalities=modalities
+        previous: tuple[Prepared, Pending] | None = None
+
+        def finish(done: tuple[Prepared, Pending]) -> list[Prediction]:
+            return self.finish(
+                *done, min_confidence=min_confidence, threshold=threshold, modalities=modalities
             )[0]
-        return answers
+
+        for prepared in self.prepare_chunks(products, chunk=chunk, explain=explain):
+            # This chunk's network calls run while the head answers the previous chunk.
+            pending = self.start(prepared)
+            if previous is not None:
+                answers += finish(previous)
+            previous = (prepared, pending)
+        return answers + finish(previous) if previous is not None else answers
 
     def prepare_chunks(
         self, products: Sequence[Product], *, chunk: int = CHUNK, explain: bool = False

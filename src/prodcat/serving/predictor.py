@@ -207,6 +207,8 @@ class ServicePredictor:
             raise RuntimeError("the batcher runs only after start() made its queue")
         loop = asyncio.get_running_loop()
         window = self.settings.batch_window_ms / 1000
+        poll = self.settings.gather_poll_ms / 1000
+        busy = self.predictor.networks  # `waiting` > 0: every core is busy
         slots = asyncio.Semaphore(self.predictor.threads)
         while True:
             await slots.acquire()
@@ -217,9 +219,13 @@ class ServicePredictor:
                 try:
                     if window > 0 and loop.time() < deadline:
                         job = await asyncio.wait_for(queue.get(), deadline - loop.time())
+                    elif poll > 0 and busy.waiting:
+                        job = await asyncio.wait_for(queue.get(), poll)
                     else:
                         job = queue.get_nowait()
                 except (TimeoutError, asyncio.QueueEmpty):
+                    if poll > 0 and busy.waiting:
+                        continue
                     break
                 jobs.append(job)
                 size += job.size

@@ -29,8 +29,12 @@ class Settings(BaseSettings):
     max_title_chars: int = Field(default=2000, ge=1)
     max_batch_items: int = Field(default=64, ge=1)
     # Micro-batching: requests that queue while the networks are busy are encoded together in the
-    # next batch; a request that finds them idle runs at once. A window > 0 also holds an idle
-    # batch open that long for company: 0 by default, as that wait only adds latency (issue 19).
+    # next batch; a request that finds them idle runs at once. While every core is busy (network
+    # calls wait for a worker), a new batch keeps gathering requests, looking again every
+    # `gather_poll_ms` (0: never gather): it could not start sooner anyway, and bigger batches cost
+    # less per product. A window > 0 also holds an idle batch open that long for company: 0 by
+    # default, as that wait only adds latency (issue 19).
+    gather_poll_ms: float = Field(default=2.0, ge=0)
     batch_window_ms: float = Field(default=0.0, ge=0)
     max_micro_batch: int = Field(default=32, ge=1)
     min_confidence: float | None = Field(default=None, gt=0, le=1)
