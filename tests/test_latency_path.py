@@ -117,3 +117,65 @@ def test_the_api_runs_a_lone_request_at_once_and_answers_as_the_predictor(
             [t["probability"] for t in got["top"]], [p for _, p in answer.top], atol=TOLERANCE
         )
         assert got["ood_score"] == pytest.approx(answer.ood_score, abs=TOLERANCE)
+
+
+def test_the_networks_give_the_same_vectors_on_one_worker_or_two(
+    model: Model, items: list[ProductInput]
+) -> None:
+    """Calls spread over worker threads (photos split, titles sorted by length and put back)
+    give the encoders' own vectors."""
+    one, two = Predictor(model, threads=1), Predictor(model, threads=2)
+    assert one.networks.threads == 1 and two.networks.threads == 2
+    prepared = two.prepare(items)
+    titles = [item.title for item in items] + ["a", "a much longer title than all the others"]
+    expected_photos = one.image_encoder.encode_arrays(prepared.pixels)  # type: ignore[union-attr]
+    expected_titles = np.hstack([e.encode(titles) for e in one.text_encoders])
+    for predictor in (one, two):
+        encoded = predictor.networks.encode(prepared.pixels, titles)
+        assert encoded.image is not None and encoded.text is not None
+        assert encoded.image.shape == (len(items), 1280)
+        np.testing.assert_allclose(encoded.image, expected_photos, atol=TOLERANCE)
+        np.testing.assert_allclose(encoded.text, expected_titles, atol=TOLERANCE)
+
+
+def test_batch_prediction_in_overlapping_chunks_answers_as_one_batch(
+    model: Model, sample_catalogue: Catalogue, items: list[ProductInput]
+) -> None:
+    products = sample_catalogue.products[::125][:12]
+    predictor = Predictor(model)
+    chunked = predictor.predict_products(products, chunk=5)  # 5 + 5 + 2, heads overlapped
+    same_answers(chunked, predictor.predict(items))
+
+
+def test_concurrent_requests_share_batches_and_each_gets_its_own_answer(
+    sample_model_dir: Path, model: Model, items: list[ProductInput]
+) -> None:
+    """Twelve requests at once, one with a broken photo: each good one gets its own product's
+    answer, the broken one its own error, and the requests are answered in shared batches."""
+    import asyncio
+
+    from prodcat.serving.predictor import InputError, ServicePredictor
+
+    service = ServicePredictor(Settings(model_dir=sample_model_dir))
+    expected = Predictor(model).predict(items)
+    requests = [
+        ProductInput(item.id, item.title, item.image.read_bytes())  # type: ignore[union-attr]
+        for item in items
+    ]
+    requests[3] = ProductInput("broken", "a title", b"not a photo")
+
+    async def ask_all() -> list[object]:
+        try:
+            asked = [service.answer_product(r, "image") for r in requests]
+            return await asyncio.gather(*asked, return_exceptions=True)
+        finally:
+            await service.stop()
+
+    answers = asyncio.run(ask_all())
+    error = answers.pop(3)
+    assert isinstance(error, InputError) and error.field == "image"
+    assert str(error).startswith("image: ")
+    good = [a for a in answers if not isinstance(a, BaseException)]
+    assert len(good) == 11
+    same_answers([a.prediction for a in good], expected[:3] + expected[4:])  # type: ignore[attr-defined]
+    assert max(a.timings["batch_size"] for a in good) > 1  # type: ignore[attr-defined]
