@@ -21,7 +21,9 @@ server's figures, as a client on the same machine would be, and is reported per 
   the encoders' own time for one product (in a fresh process: the photo and title networks alone
   on an already decoded photo, median), and p50's ratio to it;
 - head + gate per product after the encoders (`StageTimings.head_ms` of single products, median);
-- 8 clients: throughput beside batch prediction's, and p99 / p50;
+- 8 clients: throughput beside batch prediction's, and p99 / p50; beside them, the same products
+  answered 4 at a time by two threads in one process (8 in flight, as 8 closed-loop clients allow
+  at most, without HTTP);
 - batch prediction from files beside the encoders' own rate on the same products.
 """
 
@@ -283,6 +285,40 @@ print(json.dumps({{"encoders_one_product_ms": statistics.median(one),
     return {k: round(v, 3) for k, v in json.loads(out.strip().splitlines()[-1]).items()}
 
 
+def fours_in_process(model_dir: Path, n: int) -> dict[str, Any]:
+    """What 8 closed-loop clients allow at best, without HTTP: in a fresh process, two threads
+    (the API's one batch per core) each answer products 4 at a time (8 in flight, shared by two
+    batches), photo bytes decoded as the API does; products/s."""
+    code = f"""
+import json, threading, time
+from prodcat.catalogue import load_catalogue, ColumnMapping
+from prodcat.model.bundle import Model
+from prodcat.model.predictor import Predictor, ProductInput
+cat = load_catalogue({str(DATA / "products.csv")!r}, ColumnMapping(label_column=None),
+                     verify_images=False)
+items = [ProductInput(p.id, p.text, p.image.read_bytes()) for p in cat.products[:{n}]]
+predictor = Predictor(Model.load({str(model_dir)!r}))
+predictor.warm_up()
+fours = [items[i:i + 4] for i in range(0, len(items), 4)]
+def work(mine):
+    for four in mine:
+        predictor.run(predictor.prepare(four))
+t0, c0 = time.perf_counter(), time.process_time()
+threads = [threading.Thread(target=work, args=(fours[k::2],)) for k in range(2)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+print(json.dumps({{"products_per_s": len(items) / seconds,
+                  "cpu_ms_per_product": 1000 * cpu / len(items)}}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    return {k: round(v, 2) for k, v in json.loads(out.strip().splitlines()[-1]).items()}
+
+
 def latency_run(args: argparse.Namespace) -> dict[str, Any]:
     """Issue 19's figures, each beside its baseline (see the module docstring)."""
     rows = products(1000, offset=5000)
@@ -304,6 +340,8 @@ def latency_run(args: argparse.Namespace) -> dict[str, Any]:
         stop(process)
     report["batch_onnx"] = [batch_from_files(args.model, n, "onnx") for _ in range(args.repeats)]
     print("batch", report["batch_onnx"], flush=True)
+    report["fours"] = [fours_in_process(args.model, n) for _ in range(args.repeats)]
+    print("fours in process", report["fours"], flush=True)
     report["load_average_after"] = os.getloadavg()
 
     def median(values: Any) -> float:
@@ -324,6 +362,14 @@ def latency_run(args: argparse.Namespace) -> dict[str, Any]:
         "clients_8_requests_per_s": c8_rate,
         "batch_products_per_s": batch_rate,
         "clients_8_over_batch": round(c8_rate / batch_rate, 3),
+        # The bound 8 clients set without HTTP (two batches of 4 in flight, in process).
+        "fours_products_per_s": median(r["products_per_s"] for r in report["fours"]),
+        "fours_over_batch": round(
+            median(r["products_per_s"] for r in report["fours"]) / batch_rate, 3
+        ),
+        "clients_8_over_fours": round(
+            c8_rate / median(r["products_per_s"] for r in report["fours"]), 3
+        ),
         "clients_8_p99_over_p50": round(
             median(r["p99_ms"] / r["p50_ms"] for r in report["clients_8"]), 2
         ),
