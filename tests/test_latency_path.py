@@ -1,8 +1,9 @@
 """The fast single-product path answers exactly as the batch path did (to 1e-5).
 
 What issue 19 changed on the way of one product: the fusion network runs on one ONNX thread, the
-taxonomy's ancestor matrix is built once per class list, and the micro-batcher runs a lone request
-at once instead of holding it for a window. None of it may move an answer. No timings here.
+taxonomy's ancestor matrix is built once per class list, the micro-batcher runs a lone request
+at once instead of holding it for a window, the networks' calls spread over worker threads, and
+the API runs batches side by side. None of it may move an answer. No timings here.
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ def test_the_networks_give_the_same_vectors_on_one_worker_or_two(
         assert encoded.image.shape == (len(items), 1280)
         np.testing.assert_allclose(encoded.image, expected_photos, atol=TOLERANCE)
         np.testing.assert_allclose(encoded.text, expected_titles, atol=TOLERANCE)
+        assert predictor.networks.waiting == 0  # every call started: the API's batcher won't wait
 
 
 def test_batch_prediction_in_overlapping_chunks_answers_as_one_batch(

@@ -10,6 +10,7 @@ than through one two-thread session (docs/latency.md), and one product's network
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -72,7 +73,10 @@ class Networks:
         self.texts = list(texts)
         self.threads = threads
         # Threads start on first use; made here so that concurrent batches share one pool.
-        self._waiting = 0  # calls submitted and not started yet
+        # Calls submitted and not started yet; under a lock, as `+= 1` from several threads can
+        # lose a count, and a count stuck above 0 would keep the API's batcher waiting.
+        self._waiting = 0
+        self._count_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         if threads > 1:
             self._pool = ThreadPoolExecutor(threads, thread_name_prefix="prodcat-network")
@@ -114,10 +118,12 @@ class Networks:
         the time it ended."""
 
         def call() -> tuple[np.ndarray, float]:
-            self._waiting -= 1  # a plain int: the GIL makes += and -= atomic enough for a hint
+            with self._count_lock:
+                self._waiting -= 1
             return work(data), time.perf_counter()
 
-        self._waiting += 1
+        with self._count_lock:
+            self._waiting += 1
         if self._pool is None:
             future: Future[tuple[np.ndarray, float]] = Future()
             future.set_result(call())
