@@ -4,8 +4,8 @@ Each ONNX session runs on one thread, and the calls (PHOTO_BATCH photos, TITLE_B
 to a pool of one worker thread per core. Cores that each run whole calls beat one call split over
 every core: no fork-join waits inside the network, and a lone product's photo and title run at
 the same time. On the 2-core development machine, calls of 4 products ran 15-25% faster this way
-than through one two-thread session (docs/latency.md), and one product's networks took about
-5 ms instead of 6.7. The vectors do not depend on the split.
+than through one two-thread session, and one product's networks took 5.2-5.4 ms instead of 7.0
+(docs/latency.md). The vectors do not depend on the split.
 """
 
 from __future__ import annotations
@@ -72,11 +72,11 @@ class Networks:
         self.image = image
         self.texts = list(texts)
         self.threads = threads
-        # Threads start on first use; made here so that concurrent batches share one pool.
         # Calls submitted and not started yet; under a lock, as `+= 1` from several threads can
         # lose a count, and a count stuck above 0 would keep the API's batcher waiting.
         self._waiting = 0
         self._count_lock = threading.Lock()
+        # Threads start on first use; made here so that concurrent batches share one pool.
         self._pool: ThreadPoolExecutor | None = None
         if threads > 1:
             self._pool = ThreadPoolExecutor(threads, thread_name_prefix="prodcat-network")

@@ -1,10 +1,11 @@
 """The model of one worker process: loaded once, fed by a micro-batcher, guarded by input checks.
 
-Requests decode their own photo in a worker thread, then queue for the networks. The batcher
-takes everything queued and runs it as one batch, so concurrent requests share network calls;
-up to one batch per core runs at a time (the Predictor's networks run one call per core), so a
-batch's head and gate never leave a core idle while requests wait. Under light load a request
-runs alone, with no wait, its photo and title networks side by side.
+Requests queue for the networks (a single product with its photo still encoded: the batch's
+thread decodes it). The batcher takes everything queued and runs it as one batch, so concurrent
+requests share network calls; up to one batch per core runs at a time (the Predictor's networks
+run one call per core), so a batch's decoding, head and gate use a core while another batch's
+calls hold the networks, and while every core is busy a new batch keeps gathering requests.
+Under light load a request runs alone, with no wait, its photo and title networks side by side.
 """
 
 from __future__ import annotations
