@@ -19,7 +19,8 @@ server's figures, as a client on the same machine would be, and is reported per 
 `--latency` (issue 19) measures each target beside its baseline in one run, and nothing else:
 - one client, one product at a time, JSON (title + image_base64): p50 / p99, beside the floor,
   the encoders' own time for one product (in a fresh process: the photo and title networks alone
-  on an already decoded photo, median), and p50's ratio to it;
+  on an already decoded photo, run as the Predictor runs them, side by side; median), and p50's
+  ratio to it;
 - head + gate per product after the encoders (`StageTimings.head_ms` of single products, median);
 - 8 clients: throughput beside batch prediction's, and p99 / p50; beside them, the same products
   answered 4 at a time by two threads in one process (8 in flight, as 8 closed-loop clients allow
