@@ -24,7 +24,7 @@ server's figures, as a client on the same machine would be, and is reported per 
 - head + gate per product after the encoders (`StageTimings.head_ms` of single products, median);
 - 8 clients: throughput beside batch prediction's, and p99 / p50; beside them, the same products
   answered 4 at a time by two threads in one process (8 in flight, as 8 closed-loop clients allow
-  at most, without HTTP);
+  at most, without HTTP), and 50 clients (enough in flight to fill every batch);
 - batch prediction from files beside the encoders' own rate on the same products.
 """
 
@@ -143,10 +143,11 @@ def load_counting_cpu(
     rows: list[dict[str, Any]],
     seconds: float,
     max_requests: int,
+    clients: int = 8,
 ) -> dict[str, Any]:
-    """8 clients' `load`, with the server's CPU per request (ms) beside it."""
+    """`clients` clients' `load`, with the server's CPU per request (ms) beside it."""
     before = cpu_seconds(process.pid)
-    result = asyncio.run(load(url, rows, 8, seconds=seconds, max_requests=max_requests))
+    result = asyncio.run(load(url, rows, clients, seconds=seconds, max_requests=max_requests))
     used = cpu_seconds(process.pid) - before
     result["server_cpu_ms_per_request"] = round(1000 * used / result["requests"], 2)
     return result
@@ -337,6 +338,11 @@ def latency_run(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(args.repeats):
             report["clients_8"].append(load_counting_cpu(process, url, rows, 20, 800))
         print("8 clients", report["clients_8"], flush=True)
+        # With enough requests in flight to fill every batch: what the server itself can do.
+        report["clients_50"] = [
+            load_counting_cpu(process, url, rows, 20, 1500, clients=50) for _ in range(args.repeats)
+        ]
+        print("50 clients", report["clients_50"], flush=True)
     finally:
         stop(process)
     report["batch_onnx"] = [batch_from_files(args.model, n, "onnx") for _ in range(args.repeats)]
@@ -363,6 +369,9 @@ def latency_run(args: argparse.Namespace) -> dict[str, Any]:
         "clients_8_requests_per_s": c8_rate,
         "batch_products_per_s": batch_rate,
         "clients_8_over_batch": round(c8_rate / batch_rate, 3),
+        "clients_50_over_batch": round(
+            median(r["requests_per_s"] for r in report["clients_50"]) / batch_rate, 3
+        ),
         # The bound 8 clients set without HTTP (two batches of 4 in flight, in process).
         "fours_products_per_s": median(r["products_per_s"] for r in report["fours"]),
         "fours_over_batch": round(
