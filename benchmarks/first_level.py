@@ -23,7 +23,8 @@ Variants:
   (the leaf answer is the baseline's).
 - lite02 / lite02-catchall: the photo features of Lite0 and Lite2 side by side.
 - flip: the baseline head answering the mean of the photo's features and its mirror image's
-  (test-time augmentation: a second photo-network pass per photo).
+  (test-time augmentation: a second photo-network pass per photo); flip-train: the same, with a
+  head trained on every training photo and its mirror image as two rows.
 
 Figures: leaf accuracy (products of a learnt class; photo only and photo + title) and the most
 probable first level from the photo alone (probability summed over each first level's leaves;
@@ -194,6 +195,7 @@ def evaluate(
     """A head's figures on validation, test and fashion-hires (both resolutions, each half)."""
     classes = list(head.classes_)
     out: dict[str, Any] = {"variant": name, "classes": len(classes)}
+    tops: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for part in ("validation", "test", "hires_thumb", "hires_sharp"):
         x = inputs_of(part)
         photo = softmax(head.decision_logits(restrict(x, {"image"})))
@@ -203,6 +205,7 @@ def evaluate(
             level1 = np.log(np.maximum(level1, 1e-12)) + level1_extra(part)
         truth = data.truth[part]
         pids = [p.id for p in data.products[part]]
+        tops[part] = (photo.argmax(axis=1), both.argmax(axis=1))
         rows = {"all": np.arange(len(truth))}
         if part.startswith("hires"):
             ids = [p.id for p in data.products[part]]
@@ -215,6 +218,14 @@ def evaluate(
             out[key] = measure(
                 photo[r], both[r], level1[r], classes, firsts, rows_truth, baseline_classes, named
             )
+            # The top leaf's own first level (`level1_*` of benchmarks/resolution.py).
+            first_of_top = [parse_path(classes[k])[0] for k in tops[part][0][r]]
+            scored = [i for i, t in enumerate(rows_truth) if parse_path(t)[0] in firsts]
+            out[key]["level1_top_leaf"] = _pct(
+                np.array([first_of_top[i] == parse_path(rows_truth[i])[0] for i in scored])
+            )
+    agree = [tops["hires_thumb"][k] == tops["hires_sharp"][k] for k in (0, 1)]
+    out["hires_agree"] = {"photo": _pct(agree[0]), "photo+title": _pct(agree[1])}
     print(json.dumps(out), flush=True)
     return out
 
@@ -294,11 +305,10 @@ def main() -> None:
             base = heads.get("baseline") or train_variant("baseline", False, False)
             heads["baseline"] = base
             results.append(l1head_variant(data, base, firsts, baseline_classes))
-        elif variant == "flip":
-            base = heads.get("baseline") or train_variant("baseline", False, False)
-            heads["baseline"] = base
+        elif variant in ("flip", "flip-train"):
+            parts = ["validation", "test", "hires_thumb", "hires_sharp"]
             flips = flipped_features(
-                data, model, ["validation", "test", "hires_thumb", "hires_sharp"]
+                data, model, [*parts, "train"][: 5 if "train" in variant else 4]
             )
 
             def flipped(part: str, flips: dict[str, np.ndarray] = flips) -> Inputs:
@@ -307,13 +317,38 @@ def main() -> None:
                 image[x.image_mask] = (image[x.image_mask] + flips[part]) / 2
                 return Inputs(x.texts, image, x.text, x.image_mask, x.text_mask)
 
-            results.append(evaluate("flip", data, base, firsts, baseline_classes, flipped))
+            if variant == "flip":
+                base = heads.get("baseline") or train_variant("baseline", False, False)
+                heads["baseline"] = base
+            else:  # trained on every photo and its mirror image (two rows per product)
+                base = fit_flipped(data, train_idx, flips["train"])
+            results.append(evaluate(variant, data, base, firsts, baseline_classes, flipped))
         else:
             raise SystemExit(f"unknown variant {variant!r}")
     if args.json:
         args.json.write_text(
             json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "results": results}, indent=1)
         )
+
+
+def fit_flipped(data: Data, rows: list[int], flipped_train: np.ndarray) -> Any:
+    """The baseline's head trained on each training photo and its mirror image."""
+    x = data.inputs["train"]
+    if not x.image_mask.all():
+        raise SystemExit("flip-train expects a photo for every training product")
+    both = Inputs(
+        x.texts + x.texts,
+        np.vstack([x.image, flipped_train]),
+        np.vstack([x.text, x.text]),
+        np.concatenate([x.image_mask, x.image_mask]),
+        np.concatenate([x.text_mask, x.text_mask]),
+    )
+    twice = np.array([*rows, *(np.array(rows) + len(x))])
+    y = [data.truth["train"][i % len(x)] for i in twice]
+    t0 = time.perf_counter()
+    head = fit_head(both.subset(twice), y, (data.inputs["validation"], data.truth["validation"]))
+    print(f"flip-train: fitted in {time.perf_counter() - t0:.0f} s", flush=True)
+    return head
 
 
 def l1head_variant(
