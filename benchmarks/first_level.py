@@ -22,6 +22,8 @@ Variants:
   training product of a first level the model knows; the first level is the product of the two
   (the leaf answer is the baseline's).
 - lite02 / lite02-catchall: the photo features of Lite0 and Lite2 side by side.
+- l1loss[W]: the baseline's head trained with W (default 1) x the first level's cross-entropy
+  added to its loss (the leaves' probabilities summed per first level).
 - flip: the baseline head answering the mean of the photo's features and its mirror image's
   (test-time augmentation: a second photo-network pass per photo); flip-train: the same, with a
   head trained on every training photo and its mirror image as two rows.
@@ -301,6 +303,12 @@ def main() -> None:
             if catchall:
                 result["catch_all_classes"] = dict(counts)
             results.append(result)
+        elif variant.startswith("l1loss"):  # "l1loss" (weight 1) or "l1loss0.5"
+            weight = float(variant.removeprefix("l1loss") or 1.0)
+            head = fit_first_level_loss(data, train_idx, baseline_classes, firsts, weight)
+            results.append(
+                evaluate(variant, data, head, firsts, baseline_classes, data.inputs.__getitem__)
+            )
         elif variant == "l1head":
             base = heads.get("baseline") or train_variant("baseline", False, False)
             heads["baseline"] = base
@@ -348,6 +356,50 @@ def fit_flipped(data: Data, rows: list[int], flipped_train: np.ndarray) -> Any:
     t0 = time.perf_counter()
     head = fit_head(both.subset(twice), y, (data.inputs["validation"], data.truth["validation"]))
     print(f"flip-train: fitted in {time.perf_counter() - t0:.0f} s", flush=True)
+    return head
+
+
+def fit_first_level_loss(
+    data: Data, rows: list[int], classes: list[str], firsts: list[str], weight: float
+) -> Any:
+    """The baseline's head trained with a first-level term added to its loss: `weight` x the
+    cross-entropy of the first level (the leaves' probabilities summed per first level). For this
+    study only: the package's `Stepper` is swapped for the fit and put back."""
+    import torch
+
+    from prodcat.heads import torch_training
+
+    groups = torch.zeros(len(classes), len(firsts))
+    for k, c in enumerate(classes):
+        groups[k, firsts.index(parse_path(c)[0])] = 1.0
+    first_of = groups.argmax(dim=1)
+
+    class FirstLevelStepper(torch_training.Stepper):
+        def __call__(self, logits: torch.Tensor, batch: torch.Tensor) -> float:
+            target = self.target[batch]
+            proba = torch.softmax(logits, dim=1) @ groups
+            first = torch.nn.functional.nll_loss(
+                torch.log(proba.clamp_min(1e-12)), first_of[target]
+            )
+            loss = self.loss_fn(logits, target) + weight * first
+            self.optimiser.zero_grad()
+            loss.backward()
+            self.optimiser.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            return float(loss.detach()) * len(batch)
+
+    x, y = data.inputs["train"], [data.truth["train"][i] for i in rows]
+    original = torch_training.Stepper
+    torch_training.Stepper = FirstLevelStepper  # type: ignore[misc]
+    try:
+        t0 = time.perf_counter()
+        head = fit_head(
+            x.subset(np.array(rows)), y, (data.inputs["validation"], data.truth["validation"])
+        )
+        print(f"l1loss: fitted in {time.perf_counter() - t0:.0f} s", flush=True)
+    finally:
+        torch_training.Stepper = original  # type: ignore[misc]
     return head
 
 
