@@ -1,7 +1,12 @@
 """First taxonomy level from the photo alone: variants of the head, on cached features.
 
     python benchmarks/first_level.py [--model /tmp/full_model] [--lite2-model /tmp/full_lite2]
-        [--variants baseline,catchall,l1head,lite02,lite02-catchall,flip] [--json out.json]
+        [--variants baseline,catchall,l1head,l1loss,l1loss0.3,lite02,lite02-catchall,flip,
+        flip-train,saved-head] [--json out.json]
+
+FULL and its Lite2 twin are `prodcat train ../shared/datasets/fashion-products/products.csv
+--label-columns masterCategory,subCategory,articleType --min-class-count 20 --calibration-folds 0
+[--image-encoder effnet-lite2] --out DIR`. Figures and their reading: docs/resolution.md.
 
 Every variant is trained here, in one run, on fashion-products' training part as `prodcat train
 ... --label-columns masterCategory,subCategory,articleType --min-class-count 20` splits and
