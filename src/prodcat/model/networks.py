@@ -3,7 +3,7 @@
 Each ONNX session runs on one thread, and the calls (CALL_PHOTOS photos, TITLE_BATCH titles) go
 to a pool of one worker thread per core. Cores that each run whole calls beat one call split over
 every core: no fork-join waits inside the network, and a lone product's photo and title run at
-the same time. On the 2-core development machine, calls of 4 products ran 15-25% faster this way
+the same time. On the 2-core development machine, calls of 4 products ran 12-25% faster this way
 than through one two-thread session, and one product's networks took 5.2-5.4 ms instead of 7.0
 (docs/latency.md). The vectors do not depend on the split.
 """
