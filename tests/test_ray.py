@@ -102,6 +102,7 @@ def test_ray_engine_gives_the_local_answers_and_errors_on_the_sample(
 ) -> None:
     rows = sample_rows(sample_dir)
     with_bad_rows(rows, tmp_path, sample_dir)
+    rows[700]["id"] = rows[10]["id"]  # in part-1.jsonl an id part-0.csv used: shards are read apart
     shards = write_shards(tmp_path, sample_dir, rows)
     local_out, ray_out = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
     local_said = predict(sample_model_dir, shards, local_out)
@@ -116,7 +117,7 @@ def test_ray_engine_gives_the_local_answers_and_errors_on_the_sample(
     # The summary: its last two lines (the progress bars on stderr come before it).
     assert ray_said.splitlines()[-2].split(":")[0] == local_said.splitlines()[-2].split(":")[0]
     assert ray_said.splitlines()[-1] == local_said.splitlines()[-1]  # decisions and score
-    assert "1,498 products labelled, 3 rows rejected (1 answered without their photo)" in ray_said
+    assert "1,497 products labelled, 4 rows rejected (1 answered without their photo)" in ray_said
     errors = {r["id"]: r["error"] for r in ray if r["error"]}
     missing = errors[rows[1]["id"]]
     assert missing.startswith(f"part-0.csv line 3 (id {rows[1]['id']}), column 'image': ")
@@ -125,6 +126,13 @@ def test_ray_engine_gives_the_local_answers_and_errors_on_the_sample(
     empty_id = "part-0.csv line 5, column 'id': the id is empty; expected a unique product id"
     assert errors["line 5"] == empty_id
     assert f"the id {rows[4]['id']} was already used on line 6" in errors[rows[4]["id"]]
+    twice = [r for r in ray if r["id"] == rows[10]["id"]]
+    assert [bool(r["predicted_category"]) for r in twice] == [True, False]
+    assert twice[1]["error"] == (
+        f"part-1.jsonl line 201 (id {rows[10]['id']}), column 'id': the id {rows[10]['id']} was "
+        "already used in part-0.csv line 12; ids must be unique across shards"
+    )
+    assert twice[1]["input_title"] == rows[10]["title"]  # the first row's, as locally
 
 
 def test_ray_engine_writes_parquet_shards_and_csv_like_the_local_engine(

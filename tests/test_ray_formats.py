@@ -67,6 +67,27 @@ def test_an_unreadable_shard_names_itself(tmp_path: Path, sample_dir: Path) -> N
         load_catalogue(shards)
 
 
+def test_an_id_used_in_an_earlier_shard_is_refused_like_one_used_twice_in_a_shard(
+    tmp_path: Path,
+) -> None:
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "a.csv").write_text("id,title,image\n1,Blue Shirt,\n2,Red Cap,\n", "utf-8")
+    (shards / "b.csv").write_text("id,title,image\n3,Green Bag,\n1,Black Shoe,\n", "utf-8")
+    cat = load_catalogue(shards)
+    assert [(p.id, p.text) for p in cat.products] == [
+        ("1", "Blue Shirt"),
+        ("2", "Red Cap"),
+        ("3", "Green Bag"),
+    ]
+    (duplicate,) = [p for p in cat.rejected if p.kind == "duplicate_id"]
+    assert (duplicate.source, duplicate.row, duplicate.id) == ("b.csv", 3, "1")
+    assert duplicate.message == (
+        "b.csv line 3 (id 1), column 'id': the id 1 was already used in a.csv line 2; ids must "
+        "be unique across shards"
+    )
+
+
 @pytest.mark.parametrize(
     ("given", "suffix", "folder"),
     [

@@ -13,6 +13,7 @@ from pathlib import Path
 from prodcat.catalogue.columns import check_columns
 from prodcat.catalogue.images import ImageError, read_image
 from prodcat.catalogue.products import (
+    DUPLICATE_ID,
     EMPTY_TEXT,
     LEAF_UNDER_SEVERAL_PARENTS,
     MISSING_IMAGE,
@@ -206,6 +207,7 @@ def load_catalogue(
             shard_records, shard_problems = _read_table(shard, mapping, require_labels)
             records += shard_records
             problems += shard_problems
+        records, problems = _unique_across_shards(records, problems, mapping.id_column)
         expect_text, expect_image = bool(mapping.text_columns), mapping.image_column is not None
         leaf_column = mapping.label_names[-1] if mapping.label_names else None
     checks = _check_images(
@@ -223,6 +225,37 @@ def load_catalogue(
     problems.sort(key=lambda p: (order.get(p.source, 0), p.row or 0, p.source))
     problems += _leaf_warnings(products, path.name, leaf_column)
     return Catalogue(path.resolve(), products, problems)
+
+
+def _unique_across_shards(
+    records: list[_Record], problems: list[Problem], id_column: str
+) -> tuple[list[_Record], list[Problem]]:
+    """Each shard checks its own ids; an id already used in an earlier shard is refused the same
+    way (the first row keeps it), so the answers have one row per id whatever the sharding."""
+    first: dict[str, _Record] = {}
+    kept: list[_Record] = []
+    for record in records:
+        earlier = first.setdefault(record.id, record)
+        if earlier is record:
+            kept.append(record)
+            continue
+        detail = duplicate_across_shards(record.id, earlier.src.where(earlier.row))
+        problems.append(record.src.problem(DUPLICATE_ID, detail, record.row, record.id, id_column))
+    return kept, problems
+
+
+def duplicate_across_shards(product_id: str, first_place: str) -> str:
+    """Why a row is refused whose id an earlier shard used ("a.csv line 2"); the Ray engine, which
+    reads shards apart, says the same."""
+    return (
+        f"the id {product_id} was already used in {first_place}; ids must be unique across shards"
+    )
+
+
+def row_place(shard: Path, row: int) -> str:
+    """Where a row is, as the loader's messages say it: "a.csv line 2", "b.parquet row 1"."""
+    unit = _READERS[shard.suffix.lower()][0] if shard.suffix.lower() in _READERS else None
+    return _Source(shard.name, shard.parent, unit).where(row)
 
 
 def table_shards(folder: Path) -> list[Path]:

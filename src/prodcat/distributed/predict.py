@@ -28,7 +28,14 @@ from prodcat.distributed.cluster import (
     require_ray,
     worker_errors,
 )
-from prodcat.distributed.rows import PRODUCT, UNREADABLE, batch_rows, input_units, read_unit
+from prodcat.distributed.rows import (
+    PRODUCT,
+    UNREADABLE,
+    FirstIds,
+    batch_rows,
+    input_units,
+    read_unit,
+)
 from prodcat.encoders.base import THREADS_VARIABLE
 from prodcat.gate.gate import DECISIONS
 from prodcat.model.predictions_file import (
@@ -116,6 +123,8 @@ class PredictWorker:
         n = len(records)
         return {
             "record": records,
+            "kind": [row.kind for row in rows],
+            "place": [row.place for row in rows],
             "worker": [self.name] * n,
             "peak_mb": [peak_memory_mb()] * n,
             "span": [(started, time.time())] * n,
@@ -161,6 +170,7 @@ def predict_on_ray(
             num_cpus=plan.cpus,
         )
         started = time.perf_counter()
+        first_ids = FirstIds(mapping.id_column, labelled)
         with (
             worker_errors(),
             PredictionsWriter(target, labelled) as writer,
@@ -168,7 +178,11 @@ def predict_on_ray(
         ):
             for batch in answered.iter_batches(batch_size=None, batch_format="numpy"):
                 run.first_answer_s = run.first_answer_s or time.perf_counter() - started
-                records = [json.loads(text) for text in batch["record"]]
+                records = first_ids.check(
+                    [json.loads(text) for text in batch["record"]],
+                    [str(kind) for kind in batch["kind"]],
+                    [str(place) for place in batch["place"]],
+                )
                 writer.write(records)
                 run.tally.add(records)
                 _note_workers(run, batch)

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from prodcat.catalogue import CatalogueError, ColumnMapping, Product, load_catalogue
-from prodcat.catalogue.load import table_shards
+from prodcat.catalogue.load import duplicate_across_shards, row_place, table_shards
+from prodcat.model.predictions_file import prediction_record, rejected_prediction
 
 PRODUCT, REJECTED, UNREADABLE = "product", "rejected", "unreadable"
 
@@ -33,6 +34,7 @@ class Row:
     sha256: str  # the photo's content address, "" when not hashed
     row: int
     message: str  # why the row was rejected / the unit unreadable
+    place: str = ""  # a product's shard and line ("a.csv line 2"): ids are checked across shards
 
     def product(self) -> Product | None:
         """The product this row carries (a rejected row: the accepted one with its id, whose
@@ -62,7 +64,11 @@ def read_unit(
         )
     except CatalogueError as exc:
         return [vars(Row(UNREADABLE, "", "", "", "", "", 0, str(exc)))]
-    rows = [_product_row(PRODUCT, p, "") for p in cat.products]
+    path = Path(item["path"])
+    rows = [
+        {**_product_row(PRODUCT, p, ""), "place": row_place(path, p.row) if path.is_file() else ""}
+        for p in cat.products
+    ]
     by_id = cat.by_id()
     for problem in cat.rejected:
         pid = problem.id or f"line {problem.row}"
@@ -92,3 +98,40 @@ def batch_rows(batch: Mapping[str, Any]) -> list[Row]:
 def _plain(value: Any) -> Any:
     """numpy scalars (as batches hold them) as Python values."""
     return value.item() if hasattr(value, "item") else value
+
+
+class FirstIds:
+    """Ids across shards, on the driver: each shard is read in a task of its own, so only here
+    can a product row whose id an earlier shard used be refused, as the local engine refuses it
+    (the first row keeps the id; the later one becomes a rejected row showing the first one's
+    title and truth)."""
+
+    def __init__(self, id_column: str, labelled: bool) -> None:
+        self.id_column = id_column
+        self.labelled = labelled
+        self.first: dict[str, tuple[str, str, Any]] = {}  # id -> place, title, truth
+
+    def check(
+        self, records: list[dict[str, Any]], kinds: list[str], places: list[str]
+    ) -> list[dict[str, Any]]:
+        """The records of one batch, in input order, with later duplicates refused."""
+        out = []
+        for record, kind, place in zip(records, kinds, places, strict=True):
+            if kind == PRODUCT and place:
+                pid = record["id"]
+                first = self.first.setdefault(
+                    pid, (place, record["input_title"], record.get("true_category"))
+                )
+                if first[0] != place:
+                    record = self._refused(pid, place, first)
+            out.append(record)
+        return out
+
+    def _refused(self, pid: str, place: str, first: tuple[str, str, Any]) -> dict[str, Any]:
+        detail = duplicate_across_shards(pid, first[0])
+        message = f"{place} (id {pid}), column {self.id_column!r}: {detail}"
+        record = prediction_record(rejected_prediction(pid, message), None, self.labelled)
+        record["input_title"] = first[1]
+        if self.labelled:
+            record["true_category"] = first[2]
+        return record
