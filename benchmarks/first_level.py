@@ -380,19 +380,13 @@ def fit_first_level_loss(
     first_of = groups.argmax(dim=1)
 
     class FirstLevelStepper(torch_training.Stepper):
-        def __call__(self, logits: torch.Tensor, batch: torch.Tensor) -> float:
+        def loss(self, logits: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
             target = self.target[batch]
             proba = torch.softmax(logits, dim=1) @ groups
             first = torch.nn.functional.nll_loss(
                 torch.log(proba.clamp_min(1e-12)), first_of[target]
             )
-            loss = self.loss_fn(logits, target) + weight * first
-            self.optimiser.zero_grad()
-            loss.backward()
-            self.optimiser.step()
-            if self.scheduler is not None:
-                self.scheduler.step()
-            return float(loss.detach()) * len(batch)
+            return self.loss_fn(logits, target) + weight * first
 
     x, y = data.inputs["train"], [data.truth["train"][i] for i in rows]
     original = torch_training.Stepper

@@ -92,10 +92,13 @@ class Stepper:
         self.target = target
         self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
+    def loss(self, logits: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """The batch's mean loss against ``target[batch]`` (a subclass may add terms)."""
+        return self.loss_fn(logits, self.target[batch])
+
     def __call__(self, logits: torch.Tensor, batch: torch.Tensor) -> float:
-        """Backpropagate the loss against ``target[batch]`` and step; returns the loss summed
-        over the batch."""
-        loss = self.loss_fn(logits, self.target[batch])
+        """Backpropagate `loss` and step; returns the loss summed over the batch."""
+        loss = self.loss(logits, batch)
         self.optimiser.zero_grad()
         loss.backward()
         self.optimiser.step()
