@@ -8,8 +8,7 @@ standardiser and modality dropout of the fusion networks, the parameter checks, 
 what the two torch heads share (their fit, the training report, batched raw logits, saving,
 ONNX export), so that each keeps only its network and how an epoch feeds it.
 
-torch is imported inside the functions, so importing this module (and ``prodcat.heads``) does
-not import it.
+torch is imported inside the functions: importing this module (or ``prodcat.heads``) does not.
 """
 
 # ruff: noqa: N803, N806  (scikit-learn's names: X for inputs)
