@@ -65,9 +65,9 @@ def read_unit(
     except CatalogueError as exc:
         return [vars(Row(UNREADABLE, "", "", "", "", "", 0, str(exc)))]
     path = Path(item["path"])
+    places = path.is_file()  # a table or a shard; a folder tree's ids are its file names
     rows = [
-        {**_product_row(PRODUCT, p, ""), "place": row_place(path, p.row) if path.is_file() else ""}
-        for p in cat.products
+        _product_row(PRODUCT, p, "", row_place(path, p.row) if places else "") for p in cat.products
     ]
     by_id = cat.by_id()
     for problem in cat.rejected:
@@ -80,10 +80,10 @@ def read_unit(
     return rows
 
 
-def _product_row(kind: str, p: Product, message: str) -> dict[str, Any]:
+def _product_row(kind: str, p: Product, message: str, place: str = "") -> dict[str, Any]:
     label = json.dumps(list(p.label), ensure_ascii=False) if p.label else ""
     image = str(p.image) if p.image is not None else ""
-    return vars(Row(kind, p.id, p.text, image, label, p.image_sha256 or "", p.row, message))
+    return vars(Row(kind, p.id, p.text, image, label, p.image_sha256 or "", p.row, message, place))
 
 
 def batch_rows(batch: Mapping[str, Any]) -> list[Row]:
